@@ -1,0 +1,412 @@
+"""transformers engine with iteration-level (continuous) batching.
+
+One engine thread owns the model. Each iteration it (1) drops aborted
+sequences, (2) prefills waiting sequences into free slots, merging them into
+the running batch, and (3) runs one decode step for every running sequence.
+A request joins at the next iteration; a finished or cancelled one leaves at
+the next iteration. Requests never wait for each other to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import EngineFailure, InvalidRequest
+from ..settings import InferenceSettings
+from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
+from .batch import DecodeBatch, left_padded
+from .detokenizer import IncrementalDetokenizer
+from .sampling import sample_next_tokens
+
+log = logging.getLogger("inference.engine")
+
+DEFAULT_MAX_MODEL_LEN = 4096
+
+
+@dataclass(eq=False)
+class _Sequence:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[GenerationDelta | BaseException]
+    detok: IncrementalDetokenizer
+    generator: torch.Generator | None
+    generated: list[int] = field(default_factory=list)
+    reported: int = 0  # completion tokens already reported in a delta
+    aborted: bool = False
+    done: bool = False
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt_token_ids)
+
+
+def resolve_model_location(path: Path) -> tuple[str, dict[str, Any]]:
+    """A folder, or a .gguf file (loaded through transformers' GGUF reader)."""
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        return str(path), {}
+    raise FileNotFoundError(f"model path {path} is neither a model folder nor a .gguf file")
+
+
+class TransformersEngine:
+    def __init__(self, settings: InferenceSettings) -> None:
+        self._settings = settings
+        self._model: Any = None
+        self._tokenizer: Any = None  # for the event loop (chat templates, tokenize)
+        self._decode_tokenizer: Any = None  # a second instance owned by the engine thread
+        self._info: EngineInfo | None = None
+        self._eos: frozenset[int] = frozenset()
+        self._pad_id = 0
+        self._device: Any = None
+        self._max_model_len = 0
+
+        self._incoming: deque[_Sequence] = deque()
+        self._waiting: deque[_Sequence] = deque()
+        self._batch = DecodeBatch()
+        self._by_id: dict[str, _Sequence] = {}
+        self._wakeup = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._alive = False
+        self._shared_generator = torch.Generator()
+        self._shared_generator.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+        self._steps = 0
+        self._step_sequences = 0
+        self._max_batch = 0
+        self._prefills = 0
+        self._aborted = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+        self._alive = True
+        self._thread.start()
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        settings = self._settings
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
+        location, extra = resolve_model_location(settings.model_path)
+        want_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+        if want_cuda and not torch.cuda.is_available():
+            raise RuntimeError("INFERENCE_DEVICE=cuda but torch sees no CUDA device")
+        device = torch.device("cuda" if want_cuda else "cpu")
+        if settings.dtype == "auto":
+            dtype = torch.float16 if want_cuda else torch.float32
+        else:
+            dtype = getattr(torch, settings.dtype)
+        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, **extra}
+        quantization = None
+        if settings.quantization == "bnb-int8":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            quantization = "bnb-int8"
+        if want_cuda:
+            kwargs["device_map"] = {"": 0}
+        elif quantization:
+            kwargs["device_map"] = {"": "cpu"}
+        log.info("loading %s on %s (%s)", settings.model_path, device, str(dtype).removeprefix("torch."))
+        started = time.perf_counter()
+        self._tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
+        self._decode_tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        model.eval()
+        if not want_cuda and not quantization:
+            model.to(device)
+        existing = getattr(model.config, "quantization_config", None)
+        if quantization is None and existing is not None:
+            quantization = getattr(existing, "quant_method", None) or (
+                existing.get("quant_method") if isinstance(existing, dict) else "quantized")
+            quantization = str(quantization)
+        self._model = model
+        self._device = device
+
+        eos: set[int] = set()
+        for source in (model.generation_config.eos_token_id, self._tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, (list, tuple)):
+                eos.update(int(x) for x in source)
+        self._eos = frozenset(eos)
+        pad = self._tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (min(eos) if eos else 0)
+
+        model_len = int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN))
+        if settings.max_model_len and settings.max_model_len > model_len:
+            raise ValueError(f"INFERENCE_MAX_MODEL_LEN={settings.max_model_len} exceeds the model's "
+                             f"max_position_embeddings={model_len}")
+        self._max_model_len = settings.max_model_len or min(model_len, DEFAULT_MAX_MODEL_LEN)
+        self._info = EngineInfo(
+            engine="transformers",
+            model_name=settings.model_name,
+            model_path=str(settings.model_path),
+            max_model_len=self._max_model_len,
+            device=str(device),
+            dtype=str(dtype).removeprefix("torch."),
+            quantization=quantization,
+            max_num_seqs=settings.max_num_seqs,
+            extra={"torch": torch.__version__, "threads": str(torch.get_num_threads()),
+                   "vocab_size": str(getattr(model.config, "vocab_size", ""))},
+        )
+        log.info("model loaded in %.1f s: max_model_len=%d max_num_seqs=%d", time.perf_counter() - started,
+                 self._max_model_len, settings.max_num_seqs)
+
+    async def close(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+        self._fail_all(EngineFailure("The engine was shut down."))
+        self._alive = False
+        self._model = None
+
+    # ---- protocol ----------------------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            return EngineInfo(engine="transformers", model_name=self._settings.model_name,
+                              model_path=str(self._settings.model_path), max_model_len=0,
+                              device="unloaded", dtype="unloaded", max_num_seqs=self._settings.max_num_seqs)
+        return self._info
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            running=len(self._batch),
+            waiting=len(self._waiting) + len(self._incoming),
+            steps_total=self._steps,
+            step_sequences_total=self._step_sequences,
+            max_batch_size=self._max_batch,
+            prefills_total=self._prefills,
+            aborted_total=self._aborted,
+            alive=self._alive and (self._thread is not None and self._thread.is_alive()),
+        )
+
+    async def health(self) -> bool:
+        return self.stats().alive
+
+    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
+        if not getattr(self._tokenizer, "chat_template", None):
+            raise InvalidRequest("This model has no chat template; use /v1/completions.", param="messages")
+        text = self._tokenizer.apply_chat_template(
+            [{"role": t.role, "content": t.content} for t in turns],
+            add_generation_prompt=add_generation_prompt, tokenize=False,
+        )
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return list(self._tokenizer(text)["input_ids"])
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        if not self._alive:
+            raise EngineFailure("The engine is not running.")
+        generator = None
+        if request.params.seed is not None and not request.params.greedy:
+            generator = torch.Generator()
+            generator.manual_seed(request.params.seed & 0x7FFF_FFFF_FFFF_FFFF)
+        seq = _Sequence(
+            request=request, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
+            detok=IncrementalDetokenizer(self._decode_tokenizer, request.params.stop), generator=generator,
+        )
+        self._by_id[request.request_id] = seq
+        self._incoming.append(seq)
+        self._wakeup.set()
+        try:
+            while True:
+                item = await seq.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self._by_id.pop(request.request_id, None)
+            if not seq.done:
+                seq.aborted = True
+                self._wakeup.set()
+
+    async def abort(self, request_id: str) -> None:
+        seq = self._by_id.get(request_id)
+        if seq is not None and not seq.done:
+            seq.aborted = True
+            self._wakeup.set()
+
+    # ---- engine thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                while not self._stopping:
+                    while self._incoming:
+                        self._waiting.append(self._incoming.popleft())
+                    self._drop_aborted()
+                    if not self._batch.rows and not self._waiting:
+                        self._wakeup.wait(timeout=1.0)
+                        self._wakeup.clear()
+                        continue
+                    outbox: list[tuple[_Sequence, GenerationDelta | BaseException]] = []
+                    try:
+                        admitted = self._admit()
+                        if admitted:
+                            self._prefill(admitted, outbox)
+                        if self._batch.rows:
+                            self._decode_step(outbox)
+                    except Exception as exc:  # a failing step fails its sequences, not the engine
+                        log.exception("engine step failed")
+                        error = EngineFailure(f"generation failed: {type(exc).__name__}")
+                        for seq in list(self._batch.rows) + list(locals().get("admitted") or []):
+                            if not seq.done:
+                                seq.done = True
+                                outbox.append((seq, error))
+                        self._batch.clear()
+                    self._deliver(outbox)
+        finally:
+            self._alive = False
+
+    def _deliver(self, outbox: list[tuple[_Sequence, GenerationDelta | BaseException]]) -> None:
+        if not outbox:
+            return
+        loop = outbox[0][0].loop
+        loop.call_soon_threadsafe(_put_all, outbox)
+
+    def _drop_aborted(self) -> None:
+        if any(s.aborted for s in self._waiting):
+            kept = [s for s in self._waiting if not s.aborted]
+            self._aborted += len(self._waiting) - len(kept)
+            for s in self._waiting:
+                if s.aborted:
+                    s.done = True
+            self._waiting = deque(kept)
+        if any(s.aborted for s in self._batch.rows):
+            keep = [i for i, s in enumerate(self._batch.rows) if not s.aborted]
+            for s in self._batch.rows:
+                if s.aborted:
+                    s.done = True
+                    self._aborted += 1
+            self._batch.keep(keep)
+
+    def _admit(self) -> list[_Sequence]:
+        free = self._settings.max_num_seqs - len(self._batch)
+        budget = self._settings.max_prefill_tokens
+        admitted: list[_Sequence] = []
+        while self._waiting and free > 0:
+            seq = self._waiting[0]
+            if admitted and seq.prompt_len > budget:
+                break
+            self._waiting.popleft()
+            admitted.append(seq)
+            budget -= seq.prompt_len
+            free -= 1
+        return admitted
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+        out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                          use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def _prefill(self, seqs: list[_Sequence], outbox: list) -> None:
+        from transformers import DynamicCache
+
+        ids, mask, positions = left_padded([s.request.prompt_token_ids for s in seqs], self._pad_id, self._device)
+        cache = DynamicCache(config=self._model.config)
+        logits = self._forward(ids, mask, positions, cache)
+        self._prefills += 1
+        tokens = self._sample(logits, seqs)
+        keep, next_tokens = [], []
+        for row, (seq, token) in enumerate(zip(seqs, tokens)):
+            if not self._accept(seq, token, outbox):
+                keep.append(row)
+                next_tokens.append(token)
+        if not keep:
+            return
+        if len(keep) < len(seqs):
+            index = torch.tensor(keep, dtype=torch.long, device=mask.device)
+            for layer in cache.layers:
+                layer.keys = layer.keys.index_select(0, index)
+                layer.values = layer.values.index_select(0, index)
+            mask = mask.index_select(0, index)
+        self._batch.merge(cache, mask, [seqs[i] for i in keep], next_tokens)
+
+    def _decode_step(self, outbox: list) -> None:
+        batch = self._batch
+        ids, mask, positions = batch.step_inputs()
+        logits = self._forward(ids, mask, positions, batch.cache)
+        size = len(batch)
+        self._steps += 1
+        self._step_sequences += size
+        self._max_batch = max(self._max_batch, size)
+        tokens = self._sample(logits, batch.rows)
+        keep = []
+        for row, (seq, token) in enumerate(zip(batch.rows, tokens)):
+            batch.next_tokens[row] = token
+            if not self._accept(seq, token, outbox):
+                keep.append(row)
+        batch.keep(keep)
+
+    def _sample(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
+        return sample_next_tokens(
+            logits.float().cpu() if logits.device.type != "cpu" else logits,
+            [s.request.params for s in seqs], [s.generated for s in seqs], [s.generator for s in seqs],
+            self._shared_generator,
+        )
+
+    def _accept(self, seq: _Sequence, token: int, outbox: list) -> bool:
+        """Record one sampled token; queue the delta. True when the sequence finished."""
+        params = seq.request.params
+        seq.generated.append(token)
+        count = len(seq.generated)
+        finish = None
+        if token in self._eos and not params.ignore_eos:
+            finish, text = "stop", seq.detok.flush()
+        else:
+            text, hit = seq.detok.push(token)
+            if hit:
+                finish = "stop"
+            elif count >= params.max_tokens or seq.prompt_len + count >= self._max_model_len:
+                finish = "length"
+                text += seq.detok.flush()
+        if text or finish:
+            outbox.append((seq, GenerationDelta(text=text, prompt_tokens=seq.prompt_len, completion_tokens=count,
+                                                new_tokens=count - seq.reported, finish_reason=finish)))
+            seq.reported = count
+        if finish:
+            seq.done = True
+            return True
+        return False
+
+    def _fail_all(self, error: BaseException) -> None:
+        outbox = []
+        for seq in list(self._batch.rows) + list(self._waiting) + list(self._incoming):
+            if not seq.done:
+                seq.done = True
+                outbox.append((seq, error))
+        self._batch.clear()
+        self._waiting.clear()
+        self._incoming.clear()
+        for seq, item in outbox:
+            try:
+                seq.loop.call_soon_threadsafe(seq.queue.put_nowait, item)
+            except RuntimeError:
+                pass  # its loop is closed
+
+
+def _put_all(outbox: list[tuple[_Sequence, GenerationDelta | BaseException]]) -> None:
+    for seq, item in outbox:
+        seq.queue.put_nowait(item)

@@ -1,0 +1,50 @@
+"""Entry point: `python -m inference` / `appliance-inference`. Settings built here, passed down."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from .settings import InferenceSettings
+
+
+def parse_args(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description="OpenAI-compatible inference server (settings also from "
+                                                 "INFERENCE_* environment variables).")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--model-path", type=Path)
+    parser.add_argument("--served-model-name")
+    parser.add_argument("--engine", choices=["transformers", "vllm"])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--quantization", choices=["none", "bnb-int8"])
+    parser.add_argument("--max-model-len", type=int)
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--max-waiting", type=int)
+    parser.add_argument("--num-threads", type=int)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # customers are offline: never reach a model hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    settings = InferenceSettings(**parse_args(argv))  # type: ignore[arg-type]
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from .app import create_app
+    from .engines import build_engine
+
+    app = create_app(settings, build_engine(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.log_level == "debug", timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()

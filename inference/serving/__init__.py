@@ -1,0 +1,1 @@
+"""Serving layer: OpenAI request -> engine -> OpenAI response. Routes stay thin."""

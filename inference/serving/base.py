@@ -1,0 +1,131 @@
+"""What chat and text completions share: readiness, model check, limits, sampling, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from ..engines.base import Engine
+from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, NotReady
+from ..metrics import Metrics
+from ..protocol import _SamplingFields
+from ..settings import InferenceSettings
+from ..types import GenerationDelta, GenerationRequest, SamplingParams
+from .admission import AdmissionController
+from .streams import merge_indexed
+
+log = logging.getLogger("inference.serving")
+
+
+@dataclass
+class ServerState:
+    ready: bool = False
+    failure: str | None = None
+
+
+@dataclass
+class RequestClock:
+    """Per-sequence timing for TTFT / ITL / E2E metrics."""
+
+    arrival: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+    last: float | None = None
+
+
+class OpenAIServing:
+    def __init__(self, engine: Engine, settings: InferenceSettings, metrics: Metrics,
+                 admission: AdmissionController, state: ServerState) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.admission = admission
+        self.state = state
+
+    # ---- checks ----------------------------------------------------------------------
+
+    def ensure_ready(self) -> None:
+        if not self.state.ready:
+            if self.state.failure:
+                raise NotReady(f"The model failed to load: {self.state.failure}")
+            raise NotReady()
+
+    def check_model(self, requested: str | None) -> str:
+        served = self.settings.model_name
+        if requested is not None and requested != served:
+            raise ModelNotFound(f"The model '{requested}' does not exist; this server serves '{served}'.",
+                                param="model")
+        return served
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.info().max_model_len
+
+    def sampling_params(self, req: _SamplingFields, prompt_len: int, max_tokens: int | None,
+                        what: str = "messages") -> list[SamplingParams]:
+        """One SamplingParams per choice (n), after the context-length check."""
+        limit = self.max_model_len
+        if prompt_len >= limit:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {limit} tokens. However, your {what} resulted in "
+                f"{prompt_len} tokens. Please reduce the length of the {what}.", param=what)
+        if max_tokens is None:
+            max_tokens = min(self.settings.default_max_tokens, limit - prompt_len)
+        elif prompt_len + max_tokens > limit:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + max_tokens} tokens ({prompt_len} in the {what}, {max_tokens} in the completion). "
+                f"Please reduce the length of the {what} or completion.", param="max_tokens")
+        if req.n > self.settings.max_num_seqs:
+            raise InvalidRequest(f"n={req.n} exceeds this server's max_num_seqs={self.settings.max_num_seqs}.",
+                                 param="n")
+        top_k = req.top_k if req.top_k is not None and req.top_k > 0 else 0
+        base = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=top_k,
+            seed=req.seed,
+            stop=req.stop_list(),
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            ignore_eos=req.ignore_eos,
+        )
+        if req.n == 1:
+            return [base]
+        return [replace(base, seed=None if base.seed is None else base.seed + i) for i in range(req.n)]
+
+    # ---- generation ------------------------------------------------------------------
+
+    async def run_choices(self, request_id: str, prompt: tuple[int, ...],
+                          params: list[SamplingParams]) -> AsyncIterator[tuple[int, GenerationDelta]]:
+        """Deltas of every choice as (choice index, delta), with the request's metrics recorded."""
+        self.metrics.prompt_tokens.inc(len(prompt))
+        clocks = [RequestClock() for _ in params]
+        iterators = [self.engine.generate(GenerationRequest(f"{request_id}-{i}", prompt, p))
+                     for i, p in enumerate(params)]
+        async for index, delta in merge_indexed(iterators):
+            self._observe(clocks[index], delta)
+            yield index, delta
+
+    def _observe(self, clock: RequestClock, delta: GenerationDelta) -> None:
+        now = time.perf_counter()
+        if clock.first is None:
+            clock.first = now
+            self.metrics.ttft.observe(now - clock.arrival)
+        elif clock.last is not None and delta.new_tokens > 0:
+            gap = (now - clock.last) / delta.new_tokens
+            for _ in range(delta.new_tokens):
+                self.metrics.itl.observe(gap)
+        clock.last = now
+        self.metrics.generation_tokens.inc(delta.new_tokens)
+        if delta.finish_reason is not None:
+            self.metrics.e2e.observe(now - clock.arrival)
+            self.metrics.finished.labels(delta.finish_reason).inc()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+

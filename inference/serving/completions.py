@@ -1,0 +1,138 @@
+"""POST /v1/completions (text completions)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+
+from ..errors import InferenceError, InvalidRequest, error_body
+from ..protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage, chunk_payload
+from ..types import SamplingParams
+from .admission import Slot
+from .base import OpenAIServing, new_id
+from .streams import SSE_DONE, merge_indexed, sse, unless_disconnected
+
+log = logging.getLogger("inference.serving")
+
+
+class ServingCompletion(OpenAIServing):
+    def _prompts(self, req: CompletionRequest) -> list[tuple[tuple[int, ...], str]]:
+        raw = req.prompt
+        if isinstance(raw, str):
+            items: list = [raw]
+        elif raw and all(isinstance(x, int) for x in raw):
+            items = [raw]
+        else:
+            items = list(raw)
+        if not items:
+            raise InvalidRequest("prompt must not be empty.", param="prompt")
+        prompts = []
+        vocab = None
+        for item in items:
+            if isinstance(item, str):
+                prompts.append((tuple(self.engine.tokenize_text(item)), item))
+            else:
+                if not item:
+                    raise InvalidRequest("a token prompt must not be empty.", param="prompt")
+                if vocab is None:
+                    vocab = getattr(self.engine.info(), "extra", {}).get("vocab_size")
+                if any(t < 0 or (vocab is not None and t >= int(vocab)) for t in item):
+                    raise InvalidRequest("prompt holds a token id outside the vocabulary.", param="prompt")
+                prompts.append((tuple(item), ""))
+        return prompts
+
+    async def create(self, req: CompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
+        self.ensure_ready()
+        model = self.check_model(req.model)
+        if req.logprobs:
+            raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
+        prompts = self._prompts(req)
+        plans = [(ids, text, self.sampling_params(req, len(ids), req.max_tokens, what="prompt"))
+                 for ids, text in prompts]
+        request_id = new_id("cmpl")
+        slot = self.admission.acquire(sum(len(p) for _, _, p in plans))
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(self._stream(request_id, model, plans, req.echo, include_usage, slot),
+                                     media_type="text/event-stream", background=BackgroundTask(slot.release),
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            body = await unless_disconnected(raw, self._complete(request_id, model, plans, req.echo))
+        finally:
+            slot.release()
+        return JSONResponse(body)
+
+    def _all_choices(self, request_id: str, plans: list) -> AsyncIterator:
+        """(choice index, delta) over every prompt x n; choice index = prompt_index * n + j."""
+        streams = []
+        for p_index, (ids, _, params) in enumerate(plans):
+            streams.append(self.run_choices(f"{request_id}-p{p_index}", ids, params))
+        offsets = [sum(len(p) for _, _, p in plans[:i]) for i in range(len(plans))]
+
+        async def merged() -> AsyncIterator:
+            async for p_index, (j, delta) in merge_indexed(streams):
+                yield offsets[p_index] + j, delta
+
+        return merged()
+
+    async def _complete(self, request_id: str, model: str, plans: list, echo: bool) -> dict:
+        echoes = [text if echo else "" for ids, text, params in plans for _ in params]
+        texts = list(echoes)
+        reasons: list[str | None] = [None] * len(texts)
+        completion = 0
+        async with aclosing(self._all_choices(request_id, plans)) as deltas:
+            async for index, delta in deltas:
+                texts[index] += delta.text
+                if delta.finish_reason is not None:
+                    reasons[index] = delta.finish_reason
+                    completion += delta.completion_tokens
+        prompt_tokens = sum(len(ids) for ids, _, _ in plans)
+        return CompletionResponse(
+            id=request_id, model=model,
+            choices=[CompletionChoice(index=i, text=t, finish_reason=r) for i, (t, r) in enumerate(zip(texts, reasons))],
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                        total_tokens=prompt_tokens + completion),
+        ).model_dump()
+
+    async def _stream(self, request_id: str, model: str, plans: list, echo: bool, include_usage: bool,
+                      slot: Slot) -> AsyncIterator[str]:
+        created = int(time.time())
+
+        def chunk(choices: list[dict], usage: dict | None = None) -> str:
+            return sse(chunk_payload(id=request_id, created=created, model=model, object="text_completion",
+                                     choices=choices, usage=usage, include_usage=include_usage))
+
+        completion = 0
+        try:
+            if echo:
+                index = 0
+                for _, text, params in plans:
+                    for _ in params:
+                        yield chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": None}])
+                        index += 1
+            async with aclosing(self._all_choices(request_id, plans)) as deltas:
+                async for index, delta in deltas:
+                    if delta.finish_reason is not None:
+                        completion += delta.completion_tokens
+                    if delta.text or delta.finish_reason is not None:
+                        yield chunk([{"index": index, "text": delta.text, "logprobs": None,
+                                      "finish_reason": delta.finish_reason}])
+            if include_usage:
+                prompt_tokens = sum(len(ids) for ids, _, _ in plans)
+                yield chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                                 "total_tokens": prompt_tokens + completion})
+        except InferenceError as exc:
+            log.warning("stream %s failed: %s", request_id, exc.message)
+            yield sse(error_body(exc))
+        except Exception:
+            log.exception("stream %s failed", request_id)
+            yield sse(error_body(InferenceError("The generation failed inside the server.")))
+        finally:
+            slot.release()
+        yield SSE_DONE

@@ -1,0 +1,51 @@
+"""Settings of the inference process: one object, built in main() and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_PATH = ROOT / "models" / "SmolLM2-135M-Instruct"
+
+
+class InferenceSettings(BaseSettings):
+    """Every field can be set with an ``INFERENCE_<NAME>`` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model_path: Path = DEFAULT_MODEL_PATH
+    served_model_name: str | None = None
+    engine: Literal["transformers", "vllm"] = "transformers"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quantization: Literal["none", "bnb-int8"] = "none"
+    max_model_len: int | None = Field(None, ge=16, description="context window; default min(model's, 4096)")
+    max_num_seqs: int = Field(16, ge=1, description="sequences decoded together (batch size)")
+    max_waiting: int = Field(64, ge=0, description="requests queued beyond the running batch before 429")
+    max_prefill_tokens: int = Field(4096, ge=16, description="prompt tokens admitted per engine step")
+    default_max_tokens: int = Field(512, ge=1)
+    api_key: SecretStr | None = None
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    num_threads: int | None = Field(None, ge=1)
+    warmup: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        return value
+
+    @property
+    def model_name(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        name = self.model_path.name
+        return name[: -len(".gguf")] if name.endswith(".gguf") else name
