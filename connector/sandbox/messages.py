@@ -1,0 +1,147 @@
+"""Chatbot messages as DingTalk pushes them, and the robot's replies (session webhook, robot send APIs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from .state import App, OpenApiError, Push, Sandbox, now_ms
+
+MSG_TYPES = ("text", "richText", "picture", "audio", "file", "video")
+
+
+def _sender_id(staff_id: str) -> str:
+    return "$:LWCP_v1:$" + hashlib.sha1(staff_id.encode()).hexdigest()[:22]
+
+
+def dm_conversation_id(app: App, staff_id: str) -> str:
+    return "cid" + hashlib.sha1(f"{app.client_id}/{staff_id}".encode()).hexdigest()[:24] + "=="
+
+
+def build_push(sandbox: Sandbox, app: App, *, staff_id: str, nick: str, text: str = "", msgtype: str = "text",
+               group_id: str | None = None, group_title: str = "Sandbox group", at_bot: bool = True,
+               is_admin: bool = False, file_name: str = "report.pdf") -> Push:
+    """A message typed by a user, as DingTalk would push it to the bot (group: only when @-mentioned)."""
+    if msgtype not in MSG_TYPES:
+        raise ValueError(f"msgtype must be one of {', '.join(MSG_TYPES)}")
+    created = now_ms()
+    msg_id = "msg" + uuid.uuid4().hex[:24]
+    group = group_id is not None
+    conversation_id = group_id if group else dm_conversation_id(app, staff_id)
+    conv = sandbox.conversation(conversation_id, "2" if group else "1", group_title if group else staff_id)
+    webhook, expiry = sandbox.new_webhook(app, conversation_id, created, staff_id)
+    data: dict[str, Any] = {
+        "msgId": msg_id,
+        "msgtype": msgtype,
+        "conversationId": conversation_id,
+        "conversationType": "2" if group else "1",
+        "senderId": _sender_id(staff_id),
+        "senderStaffId": staff_id,
+        "senderNick": nick,
+        "senderCorpId": app.corp_id,
+        "chatbotUserId": app.chatbot_user_id,
+        "chatbotCorpId": app.corp_id,
+        "robotCode": app.robot_code,
+        "isAdmin": is_admin,
+        "isInAtList": bool(group and at_bot),
+        "sessionWebhook": webhook,
+        "sessionWebhookExpiredTime": expiry,
+        "createAt": created,
+        "senderPlatform": "Web",
+    }
+    if group:
+        data["conversationTitle"] = group_title
+        data["atUsers"] = [{"dingtalkId": app.chatbot_user_id}] if at_bot else []
+    # group messages keep a leading space where the @-mention was removed
+    shown = (" " + text) if group and at_bot else text
+    download = "dc" + uuid.uuid4().hex[:16]
+    if msgtype == "text":
+        data["text"] = {"content": shown}
+    elif msgtype == "richText":
+        data["content"] = {"richText": [{"text": shown}, {"type": "picture", "downloadCode": download}]}
+    elif msgtype == "picture":
+        data["content"] = {"downloadCode": download, "pictureDownloadCode": download}
+    elif msgtype == "audio":
+        data["content"] = {"recognition": text, "duration": 3000, "downloadCode": download}
+    elif msgtype == "file":
+        data["content"] = {"fileName": file_name, "downloadCode": download, "spaceId": "1", "fileId": "1"}
+    elif msgtype == "video":
+        data["content"] = {"downloadCode": download, "duration": 5000, "videoType": "mp4"}
+    push = Push(msg_id=msg_id, app=app, data=data, delivered=not group or at_bot)
+    conv.timeline.append({"kind": "message", "time": created / 1000, "msgId": msg_id, "msgtype": msgtype,
+                          "text": text, "senderNick": nick, "senderStaffId": staff_id, "atBot": at_bot,
+                          "delivered": push.delivered})
+    return push
+
+
+def _msg_param(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    key = body.get("msgKey")
+    raw = body.get("msgParam")
+    if not key or raw is None:
+        raise OpenApiError(400, "MissingParameter", "msgKey and msgParam are required")
+    try:
+        param = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        param = None
+    if not isinstance(param, dict):
+        raise OpenApiError(400, "param.invalid", "msgParam must be a JSON string of an object")
+    if key == "sampleText" and "content" not in param:
+        raise OpenApiError(400, "param.invalid", "sampleText needs msgParam.content")
+    if key == "sampleMarkdown" and ("text" not in param or "title" not in param):
+        raise OpenApiError(400, "param.invalid", "sampleMarkdown needs msgParam.title and msgParam.text")
+    if key not in ("sampleText", "sampleMarkdown", "sampleImageMsg", "sampleLink", "sampleFile"):
+        raise OpenApiError(400, "param.invalid", f"unknown msgKey {key}")
+    return key, param
+
+
+def robot_batch_send(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("robotCode") != app.robot_code:
+        raise OpenApiError(400, "param.robotCodeInvalid", "robotCode does not belong to this app")
+    user_ids = body.get("userIds") or []
+    if not isinstance(user_ids, list) or not user_ids:
+        raise OpenApiError(400, "MissingParameter", "userIds is required")
+    key, param = _msg_param(body)
+    for staff_id in user_ids:
+        sandbox.add_reply(dm_conversation_id(app, staff_id), "robot.oToMessages", key, param, app)
+    return {"processQueryKey": uuid.uuid4().hex, "invalidStaffIdList": [], "flowControlledStaffIdList": []}
+
+
+def robot_group_send(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("robotCode") != app.robot_code:
+        raise OpenApiError(400, "param.robotCodeInvalid", "robotCode does not belong to this app")
+    conversation_id = body.get("openConversationId")
+    if not conversation_id:
+        raise OpenApiError(400, "MissingParameter", "openConversationId is required")
+    key, param = _msg_param(body)
+    sandbox.add_reply(conversation_id, "robot.groupMessages", key, param, app)
+    return {"processQueryKey": uuid.uuid4().hex}
+
+
+WEBHOOK_MAX_BYTES = 20000
+
+
+def session_webhook(sandbox: Sandbox, token: str, raw: bytes) -> dict[str, Any]:
+    """The sessionWebhook: HTTP 200 with errcode, as DingTalk's robot webhooks answer."""
+    entry = sandbox.webhooks.get(token)
+    if entry is None or entry[2] < now_ms():
+        return {"errcode": 300001, "errmsg": "session 不存在"}
+    app, conversation_id, _, _ = entry
+    if len(raw) > WEBHOOK_MAX_BYTES:
+        return {"errcode": 460101, "errmsg": "message too long"}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {"errcode": 300005, "errmsg": "invalid json"}
+    msgtype = body.get("msgtype") if isinstance(body, dict) else None
+    if msgtype == "text" and isinstance(body.get("text"), dict) and "content" in body["text"]:
+        content = body["text"]
+    elif msgtype == "markdown" and isinstance(body.get("markdown"), dict) and "text" in body["markdown"]:
+        content = body["markdown"]
+    elif msgtype in ("actionCard", "feedCard", "link"):
+        content = body.get(msgtype) or {}
+    else:
+        return {"errcode": 40035, "errmsg": "缺少参数 msgtype/content (missing msgtype or content)"}
+    sandbox.add_reply(conversation_id, "sessionWebhook", msgtype, {**content, "at": body.get("at")}, app)
+    return {"errcode": 0, "errmsg": "ok"}
