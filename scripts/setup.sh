@@ -30,12 +30,16 @@ fi
 
 "$VENV/bin/python" scripts/fetch_default_model.py
 
-if [ "$want_redis" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
-  echo "[setup] installing redis-server"
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -qq redis-server >/dev/null 2>&1) || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq redis-server >/dev/null
+# Debian packages the tests use: a real Redis server and a real Chromium for the chat page.
+if [ "$want_redis" = 1 ]; then
+  missing=""
+  command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+  { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$missing chromium"
+  if [ -n "$missing" ]; then
+    echo "[setup] installing:$missing"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq $missing >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null; }
   fi
 fi
 echo "[setup] done"

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-from .servers import ROOT, ServerProcess, inference_server
+from .servers import ROOT, ServerProcess, free_port, inference_server
+
+# The dingtalk-stream SDK reads this at import time: fix the emulator's address before any test imports it.
+os.environ.setdefault("DINGTALK_OPENAPI_ENDPOINT", f"http://127.0.0.1:{free_port()}")
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
 TEST_API_KEY = "sk-test-appliance-0123456789"
@@ -38,5 +43,17 @@ def small_inference(log_dir: Path) -> Iterator[ServerProcess]:
     server = inference_server("inference-small", max_num_seqs=1, max_waiting=0, api_key=TEST_API_KEY,
                               max_model_len=256)
     server.start(log_dir).wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """The DingTalk emulator, in this process, at DINGTALK_OPENAPI_ENDPOINT."""
+    from connector.sandbox import EmulatorServer
+
+    endpoint = urlparse(os.environ["DINGTALK_OPENAPI_ENDPOINT"])
+    server = EmulatorServer(endpoint.hostname or "127.0.0.1", endpoint.port or 0, redeliver_after_s=60.0,
+                            disconnect_close_after_s=1.0).start()
     yield server
     server.stop()

@@ -37,6 +37,8 @@ class Gateway:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for ws in list(self._sockets.values()):
+            ws.transport.abort()  # shutting down: no close handshakes to wait for (silent sockets never answer)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
