@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 run:            ## set up (first time) and start the appliance on the embedded default model
 	@scripts/setup.sh
-	$(PY) -m inference
+	$(PY) scripts/run_appliance.py
 
 test:           ## set up (first time) and run the whole test suite
 	@scripts/setup.sh --test

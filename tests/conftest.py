@@ -30,7 +30,7 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def inference(log_dir: Path) -> Iterator[ServerProcess]:
     """The real server on the real embedded model (default limits)."""
     _require_model()
-    server = inference_server("inference-main", max_num_seqs=8, max_waiting=32, max_model_len=2048)
+    server = inference_server("inference-main", max_num_seqs=8, max_waiting=64, max_model_len=2048)
     server.start(log_dir).wait_ready()
     yield server
     server.stop()

@@ -30,6 +30,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
+    port_flag: bool = True  # pass --port (the inference server); the connector reads its env instead
 
     @property
     def url(self) -> str:
@@ -38,8 +39,9 @@ class ServerProcess:
     def start(self, log_dir: Path) -> ServerProcess:
         self.log_path = log_dir / f"{self.name}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, *self.args, "--port", str(self.port)], cwd=ROOT, env=env,
+        self._log = self.log_path.open("ab")
+        port = ["--port", str(self.port)] if self.port_flag else []
+        self.proc = subprocess.Popen([sys.executable, *self.args, *port], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

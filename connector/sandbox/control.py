@@ -66,6 +66,15 @@ async def get_push(msg_id: str, request: Request) -> dict[str, Any]:
             "ackedMessageId": push.acked_message_id, "delivered": push.delivered}
 
 
+@router.post("/pushes/{msg_id}/redeliver")
+async def redeliver(msg_id: str, request: Request) -> dict[str, Any]:
+    """Push a message again now, as DingTalk does when it believes it was not ACKed (new headers.messageId)."""
+    push = _sandbox(request).pushes.get(msg_id)
+    if push is None:
+        raise HTTPException(404, f"no message {msg_id}")
+    return {"sent": request.app.state.gateway.redeliver(push), "deliveries": push.deliveries}
+
+
 @router.get("/cards")
 async def list_cards(request: Request, conversation_id: str | None = None) -> list[dict[str, Any]]:
     return [c.view() for c in _sandbox(request).cards.values()

@@ -148,6 +148,12 @@ class Gateway:
         self.sandbox.undelivered.append(push)
         return False
 
+    def redeliver(self, push: Push) -> bool:
+        if self.sandbox.deliver(push):
+            self._last_sent[push.msg_id] = time.monotonic()
+            return True
+        return False
+
     def _flush_undelivered(self) -> None:
         pending = list(self.sandbox.undelivered)
         self.sandbox.undelivered.clear()

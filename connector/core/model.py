@@ -1,0 +1,130 @@
+"""The model, over the OpenAI wire format only (official openai client on the process's one HTTP client)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+
+log = logging.getLogger("connector.model")
+
+
+class ModelError(Exception):
+    """The model could not answer (server down, error mid-stream, timeout)."""
+
+
+class ModelClient:
+    def __init__(self, base_url: str, api_key: str, http: httpx.AsyncClient, *, model: str | None,
+                 temperature: float, max_tokens: int, timeout_s: float, connect_timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.root_url = self.base_url.removesuffix("/v1")
+        self._http = http
+        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, http_client=http, max_retries=0,
+                                          timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
+        self._model = model
+        self._window: int | None = None
+        self._window_checked = 0.0
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+
+    async def _describe(self) -> None:
+        models = await self._client.models.list()
+        first = models.data[0]
+        if self._model is None:
+            self._model = first.id
+        card = next((m for m in models.data if m.id == self._model), first)
+        extra = card.model_extra or {}
+        self._window = extra.get("max_model_len")
+        self._window_checked = time.monotonic()
+
+    async def model_id(self) -> str:
+        if self._model is None:
+            try:
+                await self._describe()
+            except (openai.OpenAIError, IndexError) as exc:
+                raise ModelError(f"cannot list models: {type(exc).__name__}") from exc
+        assert self._model is not None
+        return self._model
+
+    async def context_window(self) -> int | None:
+        if self._window is None and time.monotonic() - self._window_checked > 60:
+            try:
+                await self._describe()
+            except (openai.OpenAIError, IndexError):
+                self._window_checked = time.monotonic()
+        return self._window
+
+    async def count_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """Exact prompt size from the server's /tokenize when it has one (ours and vLLM's do)."""
+        try:
+            r = await self._http.post(self.root_url + "/tokenize", headers=self._headers, timeout=5.0,
+                                      json={"model": await self.model_id(), "messages": messages})
+            if r.status_code == 200:
+                return int(r.json()["count"])
+        except (httpx.HTTPError, ValueError, KeyError, ModelError):
+            pass
+        return None
+
+    async def stream_chat(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        """Content deltas. Closing the iterator closes the HTTP stream, which cancels the generation."""
+        model = await self.model_id()
+        attempt = 0
+        while True:
+            try:
+                stream = await self._client.chat.completions.create(
+                    model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
+                    max_tokens=self.max_tokens)
+                break
+            except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as exc:
+                attempt += 1  # full (429), not up yet, or 5xx: retried, 3 attempts, backoff factor 1.5
+                if attempt >= 3:
+                    raise ModelError(_describe_error(exc)) from exc
+                retry_after = _retry_after(exc)
+                await asyncio.sleep(retry_after if retry_after is not None else 0.5 * 1.5 ** (attempt - 1))
+            except openai.OpenAIError as exc:
+                raise ModelError(_describe_error(exc)) from exc
+        try:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+                error = getattr(chunk, "error", None) or (chunk.model_extra or {}).get("error")
+                if error:
+                    raise ModelError(f"error in stream: {error}")
+        except openai.OpenAIError as exc:
+            raise ModelError(_describe_error(exc)) from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ModelError(f"stream broke: {type(exc).__name__}") from exc
+        finally:
+            await stream.close()
+
+    async def health(self) -> dict[str, Any]:
+        """What /test reports: reachable, ready, version."""
+        report: dict[str, Any] = {"url": self.base_url}
+        try:
+            r = await self._http.get(self.root_url + "/health", timeout=3.0)
+            report["health"] = "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
+            v = await self._http.get(self.root_url + "/version", timeout=3.0)
+            if v.status_code == 200:
+                report["version"] = v.json()
+        except httpx.HTTPError as exc:
+            report["health"] = f"unreachable ({type(exc).__name__})"
+        return report
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    try:
+        return min(10.0, float(response.headers["retry-after"])) if response is not None else None
+    except (KeyError, ValueError):
+        return None
+
+
+def _describe_error(exc: Exception) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    return type(exc).__name__

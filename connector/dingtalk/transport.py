@@ -1,0 +1,194 @@
+"""Stream-mode transport: one WebSocket to DingTalk, heartbeat, reconnect, ACK first, parse once.
+
+Uses the dingtalk-stream SDK for the gateway handshake (AppKey / AppSecret ->
+endpoint + ticket) and its frame types, and runs its own connection loop
+because the SDK 0.24.3 loop neither detects a silent socket (its keepalive
+never waits for the pong) nor backs off (fixed 10 s / 3 s sleeps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote_plus
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..types import IncomingMessage
+
+log = logging.getLogger("connector.dingtalk.transport")
+
+BOT_TOPIC = "/v1.0/im/bot/messages/get"
+STABLE_AFTER_S = 10.0  # a connection that lived this long resets the backoff
+
+
+def parse_chatbot_message(data: dict[str, Any], delivery_id: str, received_at: float) -> IncomingMessage:
+    """DingTalk's chatbot payload -> the internal message (text from text, richText or audio recognition)."""
+    msgtype = str(data.get("msgtype") or "text")
+    content = data.get("content") if isinstance(data.get("content"), dict) else {}
+    if msgtype == "text":
+        text = str((data.get("text") or {}).get("content") or "")
+    elif msgtype == "richText":
+        parts = content.get("richText") or []
+        text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict) and "text" in p)
+    elif msgtype == "audio":
+        text = str(content.get("recognition") or "")
+    else:
+        text = ""
+    group = str(data.get("conversationType")) == "2"
+    if group:
+        text = text.lstrip()  # DingTalk leaves a space where the @-mention was removed
+    return IncomingMessage(
+        platform="dingtalk",
+        message_id=str(data.get("msgId") or delivery_id),
+        delivery_id=delivery_id,
+        conversation_id=str(data.get("conversationId") or ""),
+        conversation_kind="group" if group else "dm",
+        sender_id=str(data.get("senderStaffId") or data.get("senderId") or ""),
+        sender_name=str(data.get("senderNick") or ""),
+        text=text,
+        msgtype=msgtype,
+        mentioned=bool(data.get("isInAtList")),
+        is_admin=bool(data.get("isAdmin")),
+        received_at=received_at,
+        reply_webhook=data.get("sessionWebhook"),
+        reply_webhook_expires_ms=int(data.get("sessionWebhookExpiredTime") or 0),
+    )
+
+
+class StreamTransport:
+    def __init__(self, *, client_id: str, client_secret: str, on_message: Callable[[IncomingMessage], None],
+                 heartbeat_interval_s: float, max_backoff_s: float,
+                 on_state: Callable[[str], None] | None = None) -> None:
+        import dingtalk_stream  # reads DINGTALK_OPENAPI_ENDPOINT at import: main() sets it first
+
+        self._sdk = dingtalk_stream.DingTalkStreamClient(dingtalk_stream.Credential(client_id, client_secret))
+        self._sdk.register_callback_handler(BOT_TOPIC, dingtalk_stream.ChatbotHandler())
+        self._sdk.logger.setLevel(logging.WARNING)
+        self._on_message = on_message
+        self._on_state = on_state or (lambda state: None)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.max_backoff_s = max_backoff_s
+        self._ws: Any = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self.connected = False
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        backoff = 1.0
+        try:
+            while not self._stopping:
+                opened_at = time.monotonic()
+                immediate = await self._session()
+                if self._stopping:
+                    break
+                self.reconnects += 1
+                self._on_state("reconnect")
+                if time.monotonic() - opened_at >= STABLE_AFTER_S:
+                    backoff = 1.0
+                if immediate:
+                    continue
+                delay = random.uniform(backoff / 2, backoff)  # exponential backoff with jitter
+                log.info("reconnecting in %.1f s", delay)
+                try:
+                    await asyncio.wait_for(self._stopped.wait(), delay)
+                except TimeoutError:
+                    pass
+                backoff = min(self.max_backoff_s, backoff * 2)
+        finally:
+            self.connected = False
+
+    async def _session(self) -> bool:
+        """One connection, from handshake to close. True: reconnect at once (the server asked us to)."""
+        connection = await asyncio.to_thread(self._sdk.open_connection)
+        if not connection or not connection.get("endpoint"):
+            log.warning("DingTalk refused to open a Stream connection (check AppKey / AppSecret and network)")
+            return False
+        uri = f"{connection['endpoint']}?ticket={quote_plus(connection['ticket'])}"
+        try:
+            async with websockets.connect(uri, ping_interval=None, max_size=2**22, open_timeout=10,
+                                          close_timeout=2) as ws:
+                self._ws = ws
+                self.connected = True
+                self._on_state("connected")
+                log.info("Stream connection open")
+                heartbeat = asyncio.create_task(self._heartbeat(ws))
+                try:
+                    async for raw in ws:
+                        if await self._on_frame(ws, raw):
+                            return True
+                finally:
+                    heartbeat.cancel()
+        except (ConnectionClosed, OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            if not self._stopping:
+                log.warning("Stream connection lost: %s", type(exc).__name__)
+        finally:
+            self._ws = None
+            self.connected = False
+            self._on_state("disconnected")
+        return False
+
+    async def _heartbeat(self, ws: Any) -> None:
+        """A WebSocket ping every interval; no pong within the interval: the socket is dead."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            try:
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, timeout=self.heartbeat_interval_s)
+            except (TimeoutError, ConnectionClosed):
+                log.warning("no heartbeat answer within %.0f s: dropping the connection", self.heartbeat_interval_s)
+                ws.transport.abort()
+                return
+
+    async def _on_frame(self, ws: Any, raw: str | bytes) -> bool:
+        received_at = time.monotonic()
+        try:
+            frame = json.loads(raw)
+            headers = frame.get("headers") or {}
+            kind, topic, message_id = frame.get("type"), headers.get("topic"), headers.get("messageId")
+        except (ValueError, AttributeError):
+            log.warning("unreadable frame ignored")
+            return False
+        if kind == "SYSTEM":
+            await self._ack(ws, message_id, frame.get("data"))
+            if topic == "disconnect":
+                log.info("DingTalk asked to reconnect: %s", frame.get("data"))
+                await ws.close()
+                return True
+            return False
+        if kind == "CALLBACK" and topic == BOT_TOPIC:
+            await self._ack(ws, message_id, json.dumps({"response": None}))  # ACK first, then work
+            try:
+                data = json.loads(frame.get("data") or "{}")
+                message = parse_chatbot_message(data, message_id or "", received_at)
+            except (ValueError, TypeError, AttributeError):
+                log.warning("unparseable chatbot message %s ignored", message_id)
+                return False
+            self._on_message(message)
+            return False
+        await self._ack(ws, message_id, json.dumps({"status": "SUCCESS", "message": "ignored"}))
+        return False
+
+    async def _ack(self, ws: Any, message_id: str | None, data: Any) -> None:
+        if not message_id:
+            return
+        ack = {"code": 200, "headers": {"contentType": "application/json", "messageId": message_id},
+               "message": "OK", "data": data if isinstance(data, str) else json.dumps(data)}
+        try:
+            await ws.send(json.dumps(ack))
+        except ConnectionClosed:
+            log.warning("ACK for %s not sent: the connection closed (DingTalk will redeliver)", message_id)
+
+    async def stop(self) -> None:
+        """Stop taking messages: close the socket, end the loop."""
+        self._stopping = True
+        self._stopped.set()
+        if self._ws is not None:
+            await self._ws.close()

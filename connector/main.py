@@ -1,0 +1,48 @@
+"""Entry point: `python -m connector`. Settings are built here and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from .settings import ConnectorSettings
+
+
+class _Redact(logging.Filter):
+    """Belt and braces: no configured secret ever reaches a log line."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            message = record.getMessage()
+            if any(s in message for s in self._secrets):
+                for secret in self._secrets:
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, None
+        return True
+
+
+def main() -> None:
+    settings = ConnectorSettings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    redact = _Redact(settings.secrets())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
+    if not settings.has_credentials:
+        sys.exit("connector: set CONNECTOR_CLIENT_ID and CONNECTOR_CLIENT_SECRET (the DingTalk app's AppKey and "
+                 "AppSecret), or start the whole appliance with `make run`, which uses the local emulator.")
+    # the SDK reads its endpoint at import time
+    os.environ["DINGTALK_OPENAPI_ENDPOINT"] = settings.openapi_endpoint.rstrip("/")
+    from .app import ConnectorApp
+
+    asyncio.run(ConnectorApp(settings).run())
+
+
+if __name__ == "__main__":
+    main()

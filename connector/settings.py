@@ -1,0 +1,84 @@
+"""Settings of the connector process: one object, built in main() and passed down."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SDK_AI_CARD_TEMPLATE = "382e4302-551d-4880-bf29-a30acfab2e71.schema"
+
+
+class ConnectorSettings(BaseSettings):
+    """Every field can be set with a ``CONNECTOR_<NAME>`` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="ignore", frozen=True)
+
+    # DingTalk app (Stream mode)
+    client_id: str = Field("", description="AppKey")
+    client_secret: SecretStr = Field(SecretStr(""), description="AppSecret")
+    robot_code: str | None = Field(None, description="default: the AppKey")
+    openapi_endpoint: str = "https://api.dingtalk.com"
+    card_template_id: str = SDK_AI_CARD_TEMPLATE
+    card_content_key: str = "msgContent"
+    card_update_interval_s: float = Field(0.4, ge=0.05, le=5.0)
+    card_qps: float = Field(20.0, gt=0, description="app-wide budget of card API calls per second")
+    card_cooloff_s: float = Field(60.0, ge=0)
+    retry_attempts: int = Field(3, ge=1)
+    retry_backoff_factor: float = Field(1.5, ge=1.0)
+    retry_base_delay_s: float = Field(0.3, ge=0)
+    heartbeat_interval_s: float = Field(30.0, gt=0)
+    reconnect_max_backoff_s: float = Field(300.0, gt=0)
+    webhook_chunk_chars: int = Field(3800, ge=200)
+
+    # model (OpenAI-compatible)
+    model_base_url: str = "http://127.0.0.1:8000/v1"
+    model_name: str | None = Field(None, description="default: the first model the server lists")
+    model_api_key: SecretStr = SecretStr("unused")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(512, ge=1)
+    model_timeout_s: float = Field(120.0, gt=0)
+    model_connect_timeout_s: float = Field(5.0, gt=0)
+    system_prompt: str = Field("", description="empty: the model's own default (its chat template's)")
+
+    # context
+    redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:port/db; none: in-process store")
+    context_ttl_s: int = Field(1800, ge=1)
+    context_max_turns: int = Field(40, ge=2)
+    context_window: int | None = Field(None, ge=64, description="default: the model's max_model_len")
+    group_context_per_sender: bool = True
+    dedup_ttl_s: int = Field(86400, ge=60)
+
+    # flow control and policy
+    max_in_flight: int = Field(32, ge=1)
+    max_backlog: int = Field(1000, ge=1)
+    user_rate_limit: int = Field(20, ge=1, description="messages per user per rate window")
+    user_rate_window_s: float = Field(60.0, gt=0)
+    max_message_chars: int = Field(4000, ge=1)
+    allow_users: list[str] = Field(default_factory=list, description="staff ids; empty: everyone")
+    allow_groups: list[str] = Field(default_factory=list, description="conversation ids; empty: every group")
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+    # observability
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(8001, ge=0, le=65535)
+    log_level: str = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.client_id and self.client_secret.get_secret_value())
+
+    @property
+    def robot(self) -> str:
+        return self.robot_code or self.client_id
+
+    def secrets(self) -> list[str]:
+        """Every configured secret, for log hygiene checks."""
+        values = [self.client_secret.get_secret_value(), self.model_api_key.get_secret_value()]
+        if self.redis_url:
+            values.append(self.redis_url.get_secret_value())
+        return [v for v in values if v and v != "unused"]

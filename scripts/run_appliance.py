@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Start the whole appliance: the inference server, the connector and, when no DingTalk credentials are
+configured (CONNECTOR_CLIENT_ID / CONNECTOR_CLIENT_SECRET), the local DingTalk emulator with its chat page.
+
+    python scripts/run_appliance.py        (what `make run` does)
+
+Ctrl-C or SIGTERM stops all three, connector first, so that it finishes its open cards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with code {proc.returncode}; see its log above")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"{what} was not ready after {timeout:.0f} s")
+
+
+def main() -> int:
+    env = dict(os.environ)
+    host = env.get("INFERENCE_HOST", "127.0.0.1")
+    port = int(env.get("INFERENCE_PORT", "8000"))
+    env.setdefault("CONNECTOR_MODEL_BASE_URL", f"http://{host}:{port}/v1")
+    if "INFERENCE_MODEL_PATH" not in env:
+        env.setdefault("CONNECTOR_TEMPERATURE", "0.2")  # the 135M demo model wanders at 0.7
+    if env.get("INFERENCE_API_KEY"):
+        env.setdefault("CONNECTOR_MODEL_API_KEY", env["INFERENCE_API_KEY"])
+    children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, args: list[str]) -> subprocess.Popen:
+        # own session: a Ctrl-C in the terminal reaches only this launcher, which stops the children in order
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True)
+        children.append((name, proc))
+        return proc
+
+    def stop_all(*_: object) -> None:
+        for name, proc in reversed(children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+
+    inference = start("inference", ["-m", "inference"])
+    demo = not (env.get("CONNECTOR_CLIENT_ID") and env.get("CONNECTOR_CLIENT_SECRET"))
+    page = None
+    if demo:
+        emulator_port = int(env.get("SANDBOX_PORT", "9000"))
+        emulator = start("emulator", ["-m", "connector.sandbox", "--port", str(emulator_port)])
+        wait_ready(f"http://127.0.0.1:{emulator_port}/healthz", emulator, "the DingTalk emulator", 30)
+        from connector.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+        env.update(CONNECTOR_CLIENT_ID=DEFAULT_CLIENT_ID, CONNECTOR_CLIENT_SECRET=DEFAULT_CLIENT_SECRET,
+                   CONNECTOR_OPENAPI_ENDPOINT=f"http://127.0.0.1:{emulator_port}")
+        page = f"http://127.0.0.1:{emulator_port}/"
+    wait_ready(f"http://{host}:{port}/ready", inference, "the inference server")
+    start("connector", ["-m", "connector"])
+    print("\n" + "=" * 72, flush=True)
+    print(f"  Inference server (OpenAI API): http://{host}:{port}/v1", flush=True)
+    if page:
+        print(f"  No DingTalk credentials set: chat with the bot in your browser at {page}", flush=True)
+    else:
+        print("  Connected to DingTalk: message the bot in DingTalk (try /test)", flush=True)
+    print("  Stop with Ctrl-C", flush=True)
+    print("=" * 72 + "\n", flush=True)
+    while True:
+        for name, proc in children:
+            if proc.poll() is not None:
+                print(f"{name} exited with code {proc.returncode}; stopping the appliance", flush=True)
+                stop_all()
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Real processes for connector tests: redis-server, the connector itself."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..servers import ServerProcess, free_port
+
+
+class RedisServer:
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (make test installs it)")
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def connector_process(name: str, *, emulator, client_id: str, secret: str, model_url: str,
+                      redis_url: str | None = None, **settings: object) -> ServerProcess:
+    port = free_port()
+    env = {
+        "CONNECTOR_CLIENT_ID": client_id, "CONNECTOR_CLIENT_SECRET": secret,
+        "CONNECTOR_OPENAPI_ENDPOINT": emulator.url, "CONNECTOR_MODEL_BASE_URL": model_url,
+        "CONNECTOR_TEMPERATURE": "0", "CONNECTOR_MAX_TOKENS": "24", "CONNECTOR_CARD_UPDATE_INTERVAL_S": "0.2",
+        "CONNECTOR_RETRY_BASE_DELAY_S": "0.1", "CONNECTOR_HEALTH_PORT": str(port),
+        **({"CONNECTOR_REDIS_URL": redis_url} if redis_url else {}),
+        **{f"CONNECTOR_{k.upper()}": str(v) for k, v in settings.items()},
+    }
+    return ServerProcess(name, ["-m", "connector"], env=env, port=port, port_flag=False)
+
+
+def start_connector(server: ServerProcess, log_dir: Path, emulator, client_id: str) -> ServerProcess:
+    """Start it and wait until its Stream connection is open and /ready answers."""
+    from .sandbox.helpers import live_connections, wait_for
+
+    server.start(log_dir)
+    wait_for(lambda: live_connections(emulator, client_id), timeout=30)
+    wait_for(lambda: _ready(server), timeout=30)
+    return server
+
+
+def _ready(server: ServerProcess) -> bool:
+    try:
+        return httpx.get(server.url + "/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
