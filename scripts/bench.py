@@ -265,12 +265,13 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label, runs in results.items():
+    for index, (label, runs) in enumerate(results.items()):
+        color = f"C{index}"
         runs = [r for r in runs if r["concurrency"]]
         xs = [r["concurrency"] for r in runs]
-        left.plot(xs, [r["output_throughput"] for r in runs], marker="o", label=label)
-        right.plot(xs, [r["ttft_s"]["p50"] * 1000 for r in runs], marker="o", label=f"{label} TTFT p50")
-        right.plot(xs, [r["tpot_s"]["p50"] * 1000 for r in runs], marker="x", linestyle="--",
+        left.plot(xs, [r["output_throughput"] for r in runs], marker="o", color=color, label=label)
+        right.plot(xs, [r["ttft_s"]["p50"] * 1000 for r in runs], marker="o", color=color, label=f"{label} TTFT p50")
+        right.plot(xs, [r["tpot_s"]["p50"] * 1000 for r in runs], marker="x", linestyle="--", color=color,
                    label=f"{label} TPOT p50")
     left.set(xlabel="concurrency", ylabel="output tokens/s", title="Throughput")
     right.set(xlabel="concurrency", ylabel="ms", title="Latency")

