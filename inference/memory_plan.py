@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 GIB = 1024**3
-MIN_VRAM_BYTES = 8 * 10**9  # "at least 8 GB": an 8 GB card reports about 7.6-8.0 GiB
-# CUDA context, the framework's allocator slack, activations and sampling buffers at modest batch sizes.
-RUNTIME_OVERHEAD_BYTES = int(0.9 * GIB)
+MIN_VRAM_BYTES = int(7.5 * GIB)  # "at least 8 GB": 8 GB cards report 7.6-8.0 GiB in all
+# CUDA context, the allocator's slack, activations and sampling buffers at modest batch sizes.
+RUNTIME_OVERHEAD_BYTES = int(0.6 * GIB)
+UTILIZATION = 0.94  # share of the card the plan may use
+CARDS = {"8GB": 8 * GIB, "16GB": 15 * GIB}  # what such cards report (a T4 shows 15 GiB)
 
 WEIGHT_BITS = {"fp32": 32, "float32": 32, "fp16": 16, "float16": 16, "bf16": 16, "bfloat16": 16,
                "bnb-int8": 8, "w8a8": 8, "int8": 8}
@@ -102,7 +104,7 @@ class Plan:
 
 
 def plan_for(shape: ModelShape, vram_bytes: int, *, method: str = "fp16", kv_dtype_bytes: int = 2,
-             utilization: float = 0.92, want_model_len: int | None = None, want_seqs: int | None = None,
+             utilization: float = UTILIZATION, want_model_len: int | None = None, want_seqs: int | None = None,
              overhead_bytes: int = RUNTIME_OVERHEAD_BYTES) -> Plan:
     """Size max_model_len and max_num_seqs so that weights + overhead + KV cache stay in `utilization` x VRAM."""
     weights = weight_bytes(shape, method)
@@ -124,12 +126,12 @@ def summary(shape: ModelShape, method: str) -> dict[str, Any]:
     """What fits in 8 GB and 16 GB cards, for the quantisation report."""
     out: dict[str, Any] = {"params": shape.params, "weight_bytes": weight_bytes(shape, method),
                            "kv_bytes_per_token_fp16": kv_bytes_per_token(shape)}
-    for label, vram in (("8GB", 8 * 10**9), ("16GB", 16 * 10**9)):
+    for label, vram in CARDS.items():
         plan = plan_for(shape, vram, method=method)
         out[label] = {"kv_tokens": plan.kv_tokens, "max_model_len": plan.max_model_len,
                       "max_num_seqs": plan.max_num_seqs, "fits": plan.fits,
                       "examples": {f"{ctx}x{n}": ctx * n <= plan.kv_tokens
-                                   for ctx, n in ((1024, 1), (1024, 4), (2048, 4), (4096, 8))}}
+                                   for ctx, n in ((512, 1), (1024, 1), (1024, 4), (2048, 4), (4096, 8))}}
     return out
 
 

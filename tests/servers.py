@@ -31,6 +31,7 @@ class ServerProcess:
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
     port_flag: bool = True  # pass --port (the inference server); the connector reads its env instead
+    python: str = sys.executable
 
     @property
     def url(self) -> str:
@@ -41,7 +42,7 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._log = self.log_path.open("ab")
         port = ["--port", str(self.port)] if self.port_flag else []
-        self.proc = subprocess.Popen([sys.executable, *self.args, *port], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([self.python, *self.args, *port], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -75,9 +76,16 @@ class ServerProcess:
             self._log.close()
 
 
+# The engine the OpenAI-level tests run against: the transformers engine by default; the vLLM stage of
+# `make test` sets INFERENCE_TEST_ENGINE=vllm and INFERENCE_TEST_PYTHON=.venv-vllm/bin/python.
+TEST_ENGINE = os.environ.get("INFERENCE_TEST_ENGINE", "transformers")
+TEST_PYTHON = os.environ.get("INFERENCE_TEST_PYTHON", sys.executable)
+
+
 def inference_server(name: str, **settings: object) -> ServerProcess:
     env = {f"INFERENCE_{k.upper()}": str(v) for k, v in settings.items()}
-    return ServerProcess(name, ["-m", "inference"], env=env)
+    env.setdefault("INFERENCE_ENGINE", TEST_ENGINE)
+    return ServerProcess(name, ["-m", "inference"], env=env, python=TEST_PYTHON)
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -51,6 +51,17 @@ class _Sequence:
         return len(self.request.prompt_token_ids)
 
 
+def _folder_quantization(path: Path) -> str | None:
+    """The quant_method a saved folder declares (bitsandbytes, compressed-tensors, ...), or None."""
+    config = path / "config.json"
+    if not path.is_dir() or not config.exists():
+        return None
+    import json
+
+    method = (json.loads(config.read_text()).get("quantization_config") or {}).get("quant_method")
+    return str(method) if method else None
+
+
 def resolve_model_location(path: Path) -> tuple[str, dict[str, Any]]:
     """A folder, or a .gguf file (loaded through transformers' GGUF reader)."""
     if path.is_file() and path.suffix == ".gguf":
@@ -114,7 +125,10 @@ class TransformersEngine:
             dtype = getattr(torch, settings.dtype)
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, **extra}
         quantization = None
-        if settings.quantization == "bnb-int8":
+        prequantized = _folder_quantization(settings.model_path)
+        if prequantized == "bitsandbytes" and not want_cuda:
+            kwargs["device_map"] = {"": "cpu"}  # a bnb-int8 folder (scripts/quantize.py) loads as it was saved
+        if settings.quantization == "bnb-int8" and prequantized is None:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
@@ -133,9 +147,9 @@ class TransformersEngine:
             model.to(device)
         existing = getattr(model.config, "quantization_config", None)
         if quantization is None and existing is not None:
-            quantization = getattr(existing, "quant_method", None) or (
+            method = getattr(existing, "quant_method", None) or (
                 existing.get("quant_method") if isinstance(existing, dict) else "quantized")
-            quantization = str(quantization)
+            quantization = str(getattr(method, "value", method))
         self._model = model
         self._device = device
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..errors import EngineFailure, InvalidRequest
-from ..memory_plan import GIB, MIN_VRAM_BYTES, plan_for, shape_from_folder
+from ..memory_plan import GIB, MIN_VRAM_BYTES, UTILIZATION, plan_for, shape_from_folder
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 
@@ -55,12 +55,12 @@ def engine_arguments(settings: InferenceSettings, gpu: tuple[str, int, int, tupl
                     max_model_len=settings.max_model_len or 2048)
         return args
     name, total, free, capability = gpu
-    if total < MIN_VRAM_BYTES * 0.95:
+    if total < MIN_VRAM_BYTES:
         raise StartupError(f"GPU {name} has {total / GIB:.1f} GiB of memory; the appliance needs a card with at "
                            "least 8 GB")
     shape = shape_from_folder(settings.model_path)
     method = "w8a8" if quantization in ("compressed-tensors", "w8a8") else "fp16"
-    utilization = 0.92
+    utilization = UTILIZATION
     plan = plan_for(shape, free, method=method, utilization=utilization, want_model_len=settings.max_model_len,
                     want_seqs=settings.max_num_seqs)
     if not plan.fits:

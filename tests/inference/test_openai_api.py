@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from ..conftest import TEST_API_KEY
-from ..servers import ServerProcess, scrape
+from ..servers import TEST_ENGINE, ServerProcess, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def test_operational_endpoints(inference: ServerProcess) -> None:
     assert httpx.get(inference.url + "/health").json() == {"status": "ok"}
     assert httpx.get(inference.url + "/ready").status_code == 200
     version = httpx.get(inference.url + "/version").json()
-    assert version["engine"] == "transformers" and version["model"] == "SmolLM2-135M-Instruct"
+    assert version["engine"] == TEST_ENGINE and version["model"] == "SmolLM2-135M-Instruct"
     assert version["version"]
     metrics = httpx.get(inference.url + "/metrics").text
     for name in ("llm_requests_total", "llm_time_to_first_token_seconds_bucket", "llm_inter_token_latency_seconds",
@@ -192,9 +192,14 @@ def test_eight_concurrent_streams_share_decode_steps(inference: ServerProcess, m
         finally:
             await client.close()
 
+    started = time.monotonic()
     results = asyncio.run(run())
+    elapsed = time.monotonic() - started
     assert results == [("length", 24)] * 8
     after = scrape(inference.url)
+    if TEST_ENGINE != "transformers":  # vLLM schedules its own batches: no per-step statistics to read
+        assert elapsed < 8 * 24 / 15, "eight streams should share decode steps"
+        return
     steps = after["llm_engine_steps_total"] - before["llm_engine_steps_total"]
     carried = after["llm_engine_step_sequences_total"] - before["llm_engine_step_sequences_total"]
     assert after["llm_engine_max_batch_size"] >= 4
