@@ -28,7 +28,16 @@ class _Redact(logging.Filter):
 
 
 def main() -> None:
-    settings = ConnectorSettings()
+    from pydantic import ValidationError
+
+    from .config_file import ConfigError, explain
+
+    try:
+        settings = ConnectorSettings()
+    except ValidationError as exc:
+        sys.exit(f"connector: {explain(exc, 'connector', 'CONNECTOR_')}")
+    except ConfigError as exc:
+        sys.exit(f"connector: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     redact = _Redact(settings.secrets())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SDK_AI_CARD_TEMPLATE = "382e4302-551d-4880-bf29-a30acfab2e71.schema"
 
@@ -13,7 +15,19 @@ class ConnectorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="ignore", frozen=True)
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: arguments, then CONNECTOR_* environment variables, then [connector] in the TOML file."""
+        from .config_file import TomlSection
+
+        return (init_settings, env_settings, dotenv_settings, TomlSection(settings_cls, "connector"), file_secret_settings)
+
     # DingTalk app (Stream mode)
+    channel: Literal["stream"] = Field("stream", description="DingTalk Stream mode (the only mode supported)")
     client_id: str = Field("", description="AppKey")
     client_secret: SecretStr = Field(SecretStr(""), description="AppSecret")
     robot_code: str | None = Field(None, description="default: the AppKey")

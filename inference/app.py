@@ -75,7 +75,7 @@ def create_app(settings: InferenceSettings, engine: Engine, *, gpus: GpuMonitor 
     state = ServerState()
     admission = AdmissionController(settings.max_num_seqs, settings.max_waiting)
     gpu_monitor = gpus if gpus is not None else GpuMonitor()
-    metrics = Metrics(engine.stats, lambda: admission.in_flight, gpu_monitor)
+    metrics = Metrics(engine.stats, lambda: admission.in_flight, gpu_monitor, engine.info)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -33,7 +33,16 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # customers are offline: never reach a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    settings = InferenceSettings(**parse_args(argv))  # type: ignore[arg-type]
+    from pydantic import ValidationError
+
+    from .config_file import ConfigError, explain
+
+    try:
+        settings = InferenceSettings(**parse_args(argv))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SystemExit(f"inference: {explain(exc, 'inference', 'INFERENCE_')}") from None
+    except ConfigError as exc:
+        raise SystemExit(f"inference: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn

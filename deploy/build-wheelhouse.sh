@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On a machine with internet access: collect every wheel the appliance needs into one folder,
+# to carry to the customer's offline server together with install.sh.
+#   deploy/build-wheelhouse.sh [--extras gpu] [--out wheelhouse]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="gpu"; out="wheelhouse"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --extras) extras="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "usage: $0 [--extras gpu|cpu] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+python3 -m pip wheel --wheel-dir "$out" ".[${extras}]"
+python3 -m pip download --dest "$out" pip setuptools wheel
+echo "wheelhouse ready: $out ($(ls "$out" | wc -l) files); copy it and deploy/ to the server"

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Install or upgrade the appliance on a bare-metal server, offline, from a local wheelhouse.
+#
+#   sudo deploy/install.sh --wheelhouse /media/usb/wheelhouse [--extras gpu]   install or upgrade
+#   sudo deploy/install.sh --rollback                                           back to the previous release
+#   sudo deploy/install.sh --dry-run ...                                        print what would be done
+#
+# Layout: /opt/appliance/releases/<version>/venv (one per release), /opt/appliance/current -> the live
+# release, /etc/appliance/{appliance.toml,appliance.env} (kept across upgrades), /var/lib/appliance
+# (models, state), systemd units appliance-inference and appliance-connector, user "appliance".
+set -euo pipefail
+
+PREFIX=/opt/appliance
+ETC=/etc/appliance
+STATE=/var/lib/appliance
+UNIT_DIR=/etc/systemd/system
+USER_NAME=appliance
+wheelhouse=""; extras="gpu"; rollback=0; dry=0
+HERE="$(cd "$(dirname "$0")" && pwd)"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --wheelhouse) wheelhouse="$2"; shift 2 ;;
+    --extras) extras="$2"; shift 2 ;;
+    --prefix) PREFIX="$2"; shift 2 ;;
+    --rollback) rollback=1; shift ;;
+    --dry-run) dry=1; shift ;;
+    *) echo "usage: $0 --wheelhouse DIR [--extras gpu|cpu] [--prefix DIR] | --rollback  [--dry-run]" >&2; exit 2 ;;
+  esac
+done
+
+run() { if [ "$dry" = 1 ]; then echo "+ $*"; else "$@"; fi; }
+say() { echo "[install] $*"; }
+
+if [ "$dry" = 0 ] && [ "$(id -u)" != 0 ]; then echo "run as root (sudo)" >&2; exit 1; fi
+
+restart_services() {
+  run systemctl daemon-reload
+  run systemctl restart appliance-inference.service
+  run systemctl restart appliance-connector.service
+}
+
+if [ "$rollback" = 1 ]; then
+  current=$(readlink -f "$PREFIX/current" 2>/dev/null || true)
+  previous=$(ls -1dt "$PREFIX"/releases/* 2>/dev/null | grep -vx "$current" | head -n 1 || true)
+  [ -n "$previous" ] || { echo "no previous release to roll back to" >&2; exit 1; }
+  say "rolling back: $current -> $previous"
+  run ln -sfn "$previous" "$PREFIX/current.new"
+  run mv -Tf "$PREFIX/current.new" "$PREFIX/current"
+  restart_services
+  say "done; check: systemctl status appliance-inference appliance-connector"
+  exit 0
+fi
+
+[ -n "$wheelhouse" ] && [ -d "$wheelhouse" ] || { echo "--wheelhouse DIR is required (see build-wheelhouse.sh)" >&2; exit 2; }
+wheel=$(ls "$wheelhouse"/onprem_assistant-*.whl 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$wheel" ] || { echo "no onprem_assistant wheel in $wheelhouse" >&2; exit 2; }
+version=$(basename "$wheel" | cut -d- -f2)
+release="$PREFIX/releases/$version-$(date +%Y%m%d%H%M%S)"
+
+say "user and folders"
+if ! id "$USER_NAME" >/dev/null 2>&1; then
+  run useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin "$USER_NAME"
+fi
+run install -d -m 0755 "$PREFIX/releases"
+run install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$STATE" "$STATE/models"
+run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
+
+say "release $version in $release (offline, from $wheelhouse)"
+run python3 -m venv "$release/venv"
+run "$release/venv/bin/pip" install --no-index --find-links "$wheelhouse" --upgrade pip
+run "$release/venv/bin/pip" install --no-index --find-links "$wheelhouse" "$wheel[$extras]"
+run cp "$HERE/../README.md" "$release/README.md" 2>/dev/null || true
+
+say "configuration (kept if present)"
+if [ ! -e "$ETC/appliance.toml" ]; then
+  run install -m 0640 -o root -g "$USER_NAME" "$HERE/appliance.toml.example" "$ETC/appliance.toml"
+fi
+if [ ! -e "$ETC/appliance.env" ]; then
+  run install -m 0640 -o root -g "$USER_NAME" /dev/null "$ETC/appliance.env"
+  say "put CONNECTOR_CLIENT_SECRET, INFERENCE_API_KEY and CONNECTOR_REDIS_URL in $ETC/appliance.env"
+fi
+
+say "systemd units"
+run install -m 0644 "$HERE/systemd/appliance-inference.service" "$UNIT_DIR/"
+run install -m 0644 "$HERE/systemd/appliance-connector.service" "$UNIT_DIR/"
+
+say "switching $PREFIX/current to $release"
+run ln -sfn "$release" "$PREFIX/current.new"
+run mv -Tf "$PREFIX/current.new" "$PREFIX/current"
+run systemctl daemon-reload
+run systemctl enable appliance-inference.service appliance-connector.service
+restart_services
+say "done. Follow the logs: journalctl -u appliance-inference -u appliance-connector -f"
+say "roll back with: sudo $0 --rollback"
