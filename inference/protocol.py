@@ -5,7 +5,19 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _unicode(value: str) -> str:
+    """Text must be encodable: JSON allows lone surrogates (\\ud800) that no tokenizer accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text holds an invalid Unicode code point (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class _Wire(BaseModel):
@@ -14,12 +26,12 @@ class _Wire(BaseModel):
 
 class TextPart(_Wire):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
     name: str | None = None
 
     def text(self) -> str:
@@ -34,7 +46,7 @@ class StreamOptions(_Wire):
     include_usage: bool = False
 
 
-StopField = Annotated[str | list[str] | None, Field(default=None)]
+StopField = Annotated[Text | list[Text] | None, Field(default=None)]
 
 
 class _SamplingFields(_Wire):
@@ -67,7 +79,7 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: int | None = None
     max_tokens: int | None = Field(default=16, ge=1)
@@ -75,7 +87,7 @@ class CompletionRequest(_SamplingFields):
 
 class TokenizeRequest(_Wire):
     model: str | None = None
-    prompt: str | None = None
+    prompt: Text | None = None
     messages: list[ChatMessage] | None = None
     add_generation_prompt: bool = True
     return_tokens: bool = False

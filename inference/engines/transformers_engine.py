@@ -231,6 +231,8 @@ class TransformersEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         if not self._alive:
             raise EngineFailure("The engine is not running.")
+        if not request.prompt_token_ids:
+            raise InvalidRequest("The prompt is empty.", param="prompt")
         generator = None
         if request.params.seed is not None and not request.params.greedy:
             generator = torch.Generator()
@@ -276,23 +278,31 @@ class TransformersEngine:
                         self._wakeup.clear()
                         continue
                     outbox: list[tuple[_Sequence, GenerationDelta | BaseException]] = []
-                    try:
-                        admitted = self._admit()
-                        if admitted:
+                    admitted = self._admit()
+                    if admitted:
+                        try:
                             self._prefill(admitted, outbox)
-                        if self._batch.rows:
+                        except Exception as exc:  # only the sequences being admitted fail
+                            log.exception("prefill failed")
+                            self._fail(admitted, exc, outbox)
+                    if self._batch.rows:
+                        try:
                             self._decode_step(outbox)
-                    except Exception as exc:  # a failing step fails its sequences, not the engine
-                        log.exception("engine step failed")
-                        error = EngineFailure(f"generation failed: {type(exc).__name__}")
-                        for seq in list(self._batch.rows) + list(locals().get("admitted") or []):
-                            if not seq.done:
-                                seq.done = True
-                                outbox.append((seq, error))
-                        self._batch.clear()
+                        except Exception as exc:  # the running batch cannot go on: fail it, keep serving
+                            log.exception("decode step failed")
+                            self._fail(self._batch.rows, exc, outbox)
+                            self._batch.clear()
                     self._deliver(outbox)
         finally:
             self._alive = False
+
+    @staticmethod
+    def _fail(seqs: Sequence[_Sequence], exc: Exception, outbox: list) -> None:
+        error = EngineFailure(f"generation failed: {type(exc).__name__}")
+        for seq in list(seqs):
+            if not seq.done:
+                seq.done = True
+                outbox.append((seq, error))
 
     def _deliver(self, outbox: list[tuple[_Sequence, GenerationDelta | BaseException]]) -> None:
         if not outbox:

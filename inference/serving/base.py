@@ -67,6 +67,8 @@ class OpenAIServing:
                         what: str = "messages") -> list[SamplingParams]:
         """One SamplingParams per choice (n), after the context-length check."""
         limit = self.max_model_len
+        if prompt_len == 0:
+            raise InvalidRequest(f"The {what} is empty after tokenization.", param=what)
         if prompt_len >= limit:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {limit} tokens. However, your {what} resulted in "
