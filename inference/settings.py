@@ -45,6 +45,7 @@ class InferenceSettings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     num_threads: int | None = Field(None, ge=1)
     warmup: bool = True
+    drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, running streams get this long to finish")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_key")

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from ..engines.base import Engine
-from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, NotReady
+from ..errors import ContextLengthExceeded, EngineFailure, InvalidRequest, ModelNotFound, NotReady
 from ..metrics import Metrics
 from ..protocol import _SamplingFields
 from ..settings import InferenceSettings
@@ -24,6 +24,15 @@ log = logging.getLogger("inference.serving")
 class ServerState:
     ready: bool = False
     failure: str | None = None
+    drain_deadline: float | None = None  # set on SIGTERM: monotonic time by which streams must end
+
+    def start_draining(self, seconds: float) -> None:
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + seconds
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_deadline is not None
 
 
 @dataclass
@@ -47,6 +56,8 @@ class OpenAIServing:
     # ---- checks ----------------------------------------------------------------------
 
     def ensure_ready(self) -> None:
+        if self.state.draining:
+            raise NotReady("The server is shutting down; retry on another instance or in a moment.")
         if not self.state.ready:
             if self.state.failure:
                 raise NotReady(f"The model failed to load: {self.state.failure}")
@@ -111,6 +122,8 @@ class OpenAIServing:
         async for index, delta in merge_indexed(iterators):
             self._observe(clocks[index], delta)
             yield index, delta
+            if self.state.drain_deadline is not None and time.monotonic() > self.state.drain_deadline:
+                raise EngineFailure("The server is shutting down; the generation was stopped.")
 
     def _observe(self, clock: RequestClock, delta: GenerationDelta) -> None:
         now = time.perf_counter()
