@@ -15,4 +15,8 @@ done
 mkdir -p "$out"
 python3 -m pip wheel --wheel-dir "$out" ".[${extras}]"
 python3 -m pip download --dest "$out" pip setuptools wheel
+# Audit what is about to be carried to the customer (this machine reaches the vulnerability services).
+python3 -m pip install --quiet pip-audit
+ls "$out"/*.whl | sed -E 's#.*/([^/-]+)-([^-]+)-.*#\1==\2#' | grep -v '^onprem_assistant' > "$out/requirements-audit.txt"
+python3 -m pip_audit --requirement "$out/requirements-audit.txt" --no-deps --disable-pip --progress-spinner off
 echo "wheelhouse ready: $out ($(ls "$out" | wc -l) files); copy it and deploy/ to the server"
