@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -11,15 +10,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 
-from ..errors import InferenceError, InvalidRequest, error_body
+from ..errors import InvalidRequest
 from ..protocol import (AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse, Usage,
                         chunk_payload)
 from ..types import ChatTurn, SamplingParams
-from .admission import Slot
 from .base import OpenAIServing, new_id
-from .streams import SSE_DONE, sse, unless_disconnected
+from .streams import guarded_sse, sse, unless_disconnected
 
-log = logging.getLogger("inference.serving")
 
 
 def chat_turns(req_messages: list) -> list[ChatTurn]:
@@ -38,7 +35,8 @@ class ServingChat(OpenAIServing):
         slot = self.admission.acquire(len(params))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(self._stream(request_id, model, prompt, params, include_usage, slot),
+            return StreamingResponse(guarded_sse(self._stream(request_id, model, prompt, params, include_usage),
+                                                 request_id, slot.release),
                                      media_type="text/event-stream", background=BackgroundTask(slot.release),
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
@@ -68,7 +66,7 @@ class ServingChat(OpenAIServing):
         return response.model_dump()
 
     async def _stream(self, request_id: str, model: str, prompt: tuple[int, ...], params: list[SamplingParams],
-                      include_usage: bool, slot: Slot) -> AsyncIterator[str]:
+                      include_usage: bool) -> AsyncIterator[str]:
         created = int(time.time())
 
         def chunk(choices: list[dict], usage: dict | None = None) -> str:
@@ -76,28 +74,18 @@ class ServingChat(OpenAIServing):
                                      choices=choices, usage=usage, include_usage=include_usage))
 
         completion = 0
-        try:
-            for index in range(len(params)):
-                yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                              "finish_reason": None}])
-            async with aclosing(self.run_choices(request_id, prompt, params)) as deltas:
-                async for index, delta in deltas:
-                    if delta.text:
-                        yield chunk([{"index": index, "delta": {"content": delta.text}, "logprobs": None,
-                                      "finish_reason": None}])
-                    if delta.finish_reason is not None:
-                        completion += delta.completion_tokens
-                        yield chunk([{"index": index, "delta": {}, "logprobs": None,
-                                      "finish_reason": delta.finish_reason}])
-            if include_usage:
-                yield chunk([], {"prompt_tokens": len(prompt), "completion_tokens": completion,
-                                 "total_tokens": len(prompt) + completion})
-        except InferenceError as exc:
-            log.warning("stream %s failed: %s", request_id, exc.message)
-            yield sse(error_body(exc))
-        except Exception:
-            log.exception("stream %s failed", request_id)
-            yield sse(error_body(InferenceError("The generation failed inside the server.")))
-        finally:
-            slot.release()
-        yield SSE_DONE
+        for index in range(len(params)):
+            yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+        async with aclosing(self.run_choices(request_id, prompt, params)) as deltas:
+            async for index, delta in deltas:
+                if delta.text:
+                    yield chunk([{"index": index, "delta": {"content": delta.text}, "logprobs": None,
+                                  "finish_reason": None}])
+                if delta.finish_reason is not None:
+                    completion += delta.completion_tokens
+                    yield chunk([{"index": index, "delta": {}, "logprobs": None,
+                                  "finish_reason": delta.finish_reason}])
+        if include_usage:
+            yield chunk([], {"prompt_tokens": len(prompt), "completion_tokens": completion,
+                             "total_tokens": len(prompt) + completion})

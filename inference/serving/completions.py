@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -11,14 +10,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 
-from ..errors import InferenceError, InvalidRequest, error_body
+from ..errors import InvalidRequest
 from ..protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage, chunk_payload
 from ..types import SamplingParams
-from .admission import Slot
 from .base import OpenAIServing, new_id
-from .streams import SSE_DONE, merge_indexed, sse, unless_disconnected
+from .streams import guarded_sse, merge_indexed, sse, unless_disconnected
 
-log = logging.getLogger("inference.serving")
 
 
 class ServingCompletion(OpenAIServing):
@@ -59,7 +56,8 @@ class ServingCompletion(OpenAIServing):
         slot = self.admission.acquire(sum(len(p) for _, _, p in plans))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(self._stream(request_id, model, plans, req.echo, include_usage, slot),
+            return StreamingResponse(guarded_sse(self._stream(request_id, model, plans, req.echo, include_usage),
+                                                 request_id, slot.release),
                                      media_type="text/event-stream", background=BackgroundTask(slot.release),
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
@@ -100,8 +98,8 @@ class ServingCompletion(OpenAIServing):
                         total_tokens=prompt_tokens + completion),
         ).model_dump()
 
-    async def _stream(self, request_id: str, model: str, plans: list, echo: bool, include_usage: bool,
-                      slot: Slot) -> AsyncIterator[str]:
+    async def _stream(self, request_id: str, model: str, plans: list, echo: bool,
+                      include_usage: bool) -> AsyncIterator[str]:
         created = int(time.time())
 
         def chunk(choices: list[dict], usage: dict | None = None) -> str:
@@ -109,30 +107,20 @@ class ServingCompletion(OpenAIServing):
                                      choices=choices, usage=usage, include_usage=include_usage))
 
         completion = 0
-        try:
-            if echo:
-                index = 0
-                for _, text, params in plans:
-                    for _ in params:
-                        yield chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": None}])
-                        index += 1
-            async with aclosing(self._all_choices(request_id, plans)) as deltas:
-                async for index, delta in deltas:
-                    if delta.finish_reason is not None:
-                        completion += delta.completion_tokens
-                    if delta.text or delta.finish_reason is not None:
-                        yield chunk([{"index": index, "text": delta.text, "logprobs": None,
-                                      "finish_reason": delta.finish_reason}])
-            if include_usage:
-                prompt_tokens = sum(len(ids) for ids, _, _ in plans)
-                yield chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                                 "total_tokens": prompt_tokens + completion})
-        except InferenceError as exc:
-            log.warning("stream %s failed: %s", request_id, exc.message)
-            yield sse(error_body(exc))
-        except Exception:
-            log.exception("stream %s failed", request_id)
-            yield sse(error_body(InferenceError("The generation failed inside the server.")))
-        finally:
-            slot.release()
-        yield SSE_DONE
+        if echo:
+            index = 0
+            for _, text, params in plans:
+                for _ in params:
+                    yield chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": None}])
+                    index += 1
+        async with aclosing(self._all_choices(request_id, plans)) as deltas:
+            async for index, delta in deltas:
+                if delta.finish_reason is not None:
+                    completion += delta.completion_tokens
+                if delta.text or delta.finish_reason is not None:
+                    yield chunk([{"index": index, "text": delta.text, "logprobs": None,
+                                  "finish_reason": delta.finish_reason}])
+        if include_usage:
+            prompt_tokens = sum(len(ids) for ids, _, _ in plans)
+            yield chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": prompt_tokens + completion})

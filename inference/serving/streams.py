@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -11,10 +12,31 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 T = TypeVar("T")
+log = logging.getLogger("inference.serving")
 
 
 class ClientDisconnected(Exception):
     """The client closed the connection before the response was ready."""
+
+
+async def guarded_sse(chunks: AsyncIterator[str], request_id: str, release: Any) -> AsyncIterator[str]:
+    """SSE framing for one response: a failure mid-stream becomes an error chunk, then always [DONE];
+    the admission slot is released however the stream ends."""
+    from ..errors import InferenceError, error_body
+
+    try:
+        async with aclosing(chunks) as inner:  # type: ignore[type-var]
+            async for chunk in inner:
+                yield chunk
+    except InferenceError as exc:
+        log.warning("stream %s failed: %s", request_id, exc.message)
+        yield sse(error_body(exc))
+    except Exception:
+        log.exception("stream %s failed", request_id)
+        yield sse(error_body(InferenceError("The generation failed inside the server.")))
+    finally:
+        release()
+    yield SSE_DONE
 
 
 def sse(payload: Any) -> str:
