@@ -70,6 +70,6 @@ def explain(error: ValidationError, section: str, env_prefix: str) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item.get("loc", ())) or "?"
-        where = f"[{section}] {key} in {path}" if path else f"the environment"
+        where = f"[{section}] {key} in {path}" if path else "the environment"
         lines.append(f"  {key}: {item.get('msg')} (set in {where} or {env_prefix}{key.upper()})")
     return "invalid configuration:\n" + "\n".join(lines)

@@ -12,7 +12,6 @@ from starlette.requests import Request
 
 from ..errors import InvalidRequest
 from ..protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage, chunk_payload
-from ..types import SamplingParams
 from .base import OpenAIServing, new_id
 from .streams import guarded_sse, merge_indexed, sse, unless_disconnected
 

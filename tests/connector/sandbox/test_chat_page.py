@@ -11,7 +11,7 @@ import pytest
 
 from connector.sandbox import SDK_AI_CARD_TEMPLATE
 
-from .helpers import SdkBot, new_app
+from .helpers import SdkBot
 
 dingtalk_stream = pytest.importorskip("dingtalk_stream")
 sync_api = pytest.importorskip("playwright.sync_api")
