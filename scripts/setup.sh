@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 extras="cpu"
 want_redis=0
 want_vllm=0
+want_w8a8=0
 for arg in "$@"; do
   case "$arg" in
     --test) extras="cpu,test"; want_redis=1 ;;
     --vllm) want_vllm=1 ;;
-    *) echo "usage: $0 [--test] [--vllm]" >&2; exit 2 ;;
+    --w8a8) want_w8a8=1 ;;
+    *) echo "usage: $0 [--test] [--vllm] [--w8a8]" >&2; exit 2 ;;
   esac
 done
 
@@ -59,6 +61,16 @@ if [ "$want_vllm" = 1 ]; then
     "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
     "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check pydantic-settings prometheus-client
     echo "$fingerprint" > "$vstamp"
+  fi
+fi
+# llm-compressor for W8A8 in its own environment: it pins transformers <= 5.17.
+if [ "$want_w8a8" = 1 ]; then
+  WVENV="${W8A8_VENV:-.venv-w8a8}"
+  if [ ! -f "$WVENV/.installed" ]; then
+    echo "[setup] installing llm-compressor into $WVENV (a few minutes the first time)"
+    [ -x "$WVENV/bin/python" ] || "$PY" -m venv "$WVENV"
+    "$WVENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 "llmcompressor==0.14.0.1" gguf
+    touch "$WVENV/.installed"
   fi
 fi
 echo "[setup] done"
