@@ -93,6 +93,7 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict, chat: boo
     start = time.perf_counter()
     result.start = start
     last = start
+    chunks = 0  # content chunks: the token count when a server sends no usage
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
@@ -114,6 +115,7 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict, chat: boo
                 if choices:
                     text = (choices[0].get("delta") or {}).get("content") or "" if chat else choices[0].get("text") or ""
                 if text:
+                    chunks += 1
                     if result.ttft == 0.0:
                         result.ttft = now - start
                     else:
@@ -123,6 +125,8 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict, chat: boo
                     result.output_tokens = chunk["usage"].get("completion_tokens", 0)
                     result.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
         result.latency = time.perf_counter() - start
+        if not result.output_tokens:
+            result.output_tokens = chunks
         result.ok = result.ttft > 0
         if not result.ok:
             result.error = "no content received"
