@@ -110,6 +110,8 @@ class ConnectorApp:
         """Called by the transport right after the ACK."""
         self.metrics.received.labels(message.msgtype).inc()
         assert self.dispatcher is not None
+        log.debug("received %s (%s) in %s from %s", message.message_id, message.msgtype, message.conversation_id,
+                  message.sender_id)
         if not self.dispatcher.submit(message):
             self.metrics.refused.inc()
             self._spawn(self._notify(message, BUSY_NOTICE if not self._stop.is_set() else SHUTDOWN_NOTICE))

@@ -110,6 +110,7 @@ class ChatHandler:
         history = await self.store.load(key)
         reply = self.sink.stream_reply(message)
         await reply.start()
+        log.debug("answering %s (history: %d turns)", message.message_id, len(history))
         text = ""
         try:
             messages = await self.build_messages(history, message.text.strip())
@@ -133,6 +134,7 @@ class ChatHandler:
             self.hooks.on_model_error()
             return
         await reply.finish(text)
+        log.debug("answered %s: %d characters", message.message_id, len(text))
         self.hooks.on_reply_done(time.monotonic() - message.received_at)
         if text.strip():
             await self.store.append(key, [Turn("user", message.text.strip()), Turn("assistant", text)])

@@ -66,7 +66,7 @@ def connector_process(name: str, *, emulator, client_id: str, secret: str, model
         "CONNECTOR_CLIENT_ID": client_id, "CONNECTOR_CLIENT_SECRET": secret,
         "CONNECTOR_OPENAPI_ENDPOINT": emulator.url, "CONNECTOR_MODEL_BASE_URL": model_url,
         "CONNECTOR_TEMPERATURE": "0", "CONNECTOR_MAX_TOKENS": "24", "CONNECTOR_CARD_UPDATE_INTERVAL_S": "0.2",
-        "CONNECTOR_RETRY_BASE_DELAY_S": "0.1", "CONNECTOR_HEALTH_PORT": str(port),
+        "CONNECTOR_RETRY_BASE_DELAY_S": "0.1", "CONNECTOR_HEALTH_PORT": str(port), "CONNECTOR_LOG_LEVEL": "debug",
         **({"CONNECTOR_REDIS_URL": redis_url} if redis_url else {}),
         **{f"CONNECTOR_{k.upper()}": str(v) for k, v in settings.items()},
     }

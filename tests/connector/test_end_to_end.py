@@ -12,7 +12,7 @@ import pytest
 
 from ..servers import ServerProcess, inference_server, scrape
 from .conftest import connector_process, start_connector
-from .sandbox.helpers import new_app, send, wait_for
+from .sandbox.helpers import emulator_view, new_app, send, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,8 @@ def replies_of(emulator, conversation_id: str) -> list[dict]:
 
 def finalized(emulator, conversation_id: str, count: int, timeout: float = 60) -> list[dict]:
     return wait_for(lambda: (c := [x for x in cards_of(emulator, conversation_id) if x["finalized"]])
-                    and len(c) >= count and c, timeout=timeout)
+                    and len(c) >= count and c, timeout=timeout,
+                    describe=lambda: emulator_view(emulator, conversation_id))
 
 
 def reply_texts(emulator, conversation_id: str, count: int, timeout: float = 30) -> list[str]:

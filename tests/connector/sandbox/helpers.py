@@ -20,15 +20,29 @@ def new_app(emulator, **config: Any) -> tuple[str, str]:
     return client_id, secret
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+             describe: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            detail = f"\n{describe()}" if describe else ""
+            raise AssertionError(f"condition not met within {timeout} s{detail}")
         time.sleep(interval)
+
+
+def emulator_view(emulator, conversation_id: str) -> str:
+    """What the emulator saw of one conversation: for failure messages."""
+    cards = httpx.get(emulator.url + "/sandbox/cards", params={"conversation_id": conversation_id}).json()
+    replies = httpx.get(emulator.url + "/sandbox/replies", params={"conversation_id": conversation_id}).json()
+    timeline = httpx.get(emulator.url + f"/sandbox/timeline/{conversation_id}").json()
+    calls = [(round(c["time"], 2), c["path"], c["status"], str(c["answer"])[:80])
+             for c in httpx.get(emulator.url + "/sandbox/calls").json()[-15:]]
+    conns = httpx.get(emulator.url + "/sandbox/connections").json()[-4:]
+    return (f"cards={cards}\nreplies={replies}\ntimeline={timeline}\nlast calls={calls}\n"
+            f"connections={conns}\nacks={httpx.get(emulator.url + '/sandbox/acks').json()[-3:]}")
 
 
 def live_connections(emulator, client_id: str) -> list[dict]:
