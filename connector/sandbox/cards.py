@@ -77,11 +77,11 @@ def deliver(sandbox: Sandbox, app: App, body: dict[str, Any]) -> list[dict[str, 
     return results
 
 
-def _dm_conversation(sandbox: Sandbox, app: App, staff_id: str) -> str | None:
-    for conv_id, conv in sandbox.conversations.items():
-        if conv.kind == "1" and conv.title == staff_id:
-            return conv_id
-    return None
+def _dm_conversation(sandbox: Sandbox, app: App, staff_id: str) -> str:
+    """The DM between this app's robot and this user (two apps' DMs with one user are different)."""
+    from .messages import dm_conversation_id
+
+    return dm_conversation_id(app, staff_id)
 
 
 def update(sandbox: Sandbox, app: App, body: dict[str, Any]) -> None:

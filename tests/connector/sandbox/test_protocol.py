@@ -285,3 +285,15 @@ def test_call_log_is_timestamped(emulator, app) -> None:
     calls = httpx.get(emulator.url + "/sandbox/calls", params={"since": since}).json()
     assert any(c["path"] == "/v1.0/card/instances" and c["time"] >= since and c["app"] == app[0] for c in calls)
     assert all(app[1] not in json.dumps(c) for c in httpx.get(emulator.url + "/sandbox/calls").json())
+
+
+def test_dm_cards_belong_to_the_app_that_sent_them(emulator) -> None:
+    """Two apps, one user: each app's card lands in its own DM with that user."""
+    first, second = new_app(emulator), new_app(emulator)
+    for app in (first, second):
+        sent = send(emulator, app[0], "hi", user="shared-user")
+        h = _token(emulator, *app)
+        body = {**_card_body(f"dm-{app[0]}"), "openSpaceId": "dtv1.card//IM_ROBOT.shared-user"}
+        assert httpx.post(emulator.url + "/v1.0/card/instances/createAndDeliver", json=body, headers=h).status_code == 200
+        cards = httpx.get(emulator.url + "/sandbox/cards", params={"conversation_id": sent["conversationId"]}).json()
+        assert [c["outTrackId"] for c in cards] == [f"dm-{app[0]}"]
