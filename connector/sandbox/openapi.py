@@ -117,22 +117,24 @@ async def create_and_deliver(request: Request) -> JSONResponse:
     return await _call(request, "/v1.0/card/instances/createAndDeliver", CARD_INSTANCE, _create_and_deliver)
 
 
-@router.put("/v1.0/card/instances")
-async def update_card(request: Request) -> JSONResponse:
-    def handler(s: Sandbox, a: App, b: dict[str, Any]) -> dict[str, Any]:
-        cards.update(s, a, b)
+def _acknowledged(action: Callable[[Sandbox, App, dict[str, Any]], None]
+                  ) -> Callable[[Sandbox, App, dict[str, Any]], dict[str, Any]]:
+    """A card mutation answered as DingTalk does: {"success": true, "result": true}."""
+    def handler(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[str, Any]:
+        action(sandbox, app, body)
         return {"success": True, "result": True}
 
-    return await _call(request, "/v1.0/card/instances#put", CARD_INSTANCE, handler)
+    return handler
+
+
+@router.put("/v1.0/card/instances")
+async def update_card(request: Request) -> JSONResponse:
+    return await _call(request, "/v1.0/card/instances#put", CARD_INSTANCE, _acknowledged(cards.update))
 
 
 @router.put("/v1.0/card/streaming")
 async def stream_card(request: Request) -> JSONResponse:
-    def handler(s: Sandbox, a: App, b: dict[str, Any]) -> dict[str, Any]:
-        cards.stream(s, a, b)
-        return {"success": True, "result": True}
-
-    return await _call(request, "/v1.0/card/streaming", CARD_STREAMING, handler)
+    return await _call(request, "/v1.0/card/streaming", CARD_STREAMING, _acknowledged(cards.stream))
 
 
 @router.post("/v1.0/robot/oToMessages/batchSend")
