@@ -22,6 +22,8 @@ from .dingtalk.replies import DingTalkReplies, ReplyHooks
 from .dingtalk.transport import StreamTransport
 from .metrics import ConnectorMetrics
 from .settings import ConnectorSettings
+from .skills.base import Skill, SkillServices
+from .skills.registry import SkillError, load_enabled
 from .types import IncomingMessage
 
 log = logging.getLogger("connector")
@@ -39,6 +41,7 @@ class ConnectorApp:
         self.transport: StreamTransport | None = None
         self.dispatcher: Dispatcher | None = None
         self.replies: DingTalkReplies | None = None
+        self.skills: list[Skill] = []
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self.started_at = time.time()
@@ -76,11 +79,15 @@ class ConnectorApp:
             on_first_card_call=m.to_first_card_call.observe,
             on_first_token_shown=m.to_first_token.observe,
             on_error=lambda kind: m.errors.labels(kind).inc()))
-        handler = ChatHandler(model=model, store=context_store, sink=self.replies, system_prompt=s.system_prompt,
-                              max_tokens=s.max_tokens, context_window=s.context_window,
+        self.skills = load_enabled(s.plugins)
+        self.services = SkillServices(model=model, skills=lambda: self.skills, version=__version__)
+        handler = ChatHandler(services=self.services, store=context_store, sink=self.replies, skills=self.skills,
+                              system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
                               group_context_per_sender=s.group_context_per_sender,
                               hooks=HandlerHooks(on_model_error=lambda: m.errors.labels("model").inc(),
-                                                 on_reply_done=m.to_final.observe))
+                                                 on_reply_done=m.to_final.observe,
+                                                 on_skill=lambda name, outcome: m.skill_results.labels(
+                                                     name, outcome).inc()))
         notify = self._notify
         pipeline = chain([
             dedup(dedup_store, lambda msg: m.duplicates.inc()),
@@ -122,6 +129,7 @@ class ConnectorApp:
                 "redis": "none" if self.redis is None else ("up" if self.redis.up else "down"),
                 "backlog": self.dispatcher.backlog if self.dispatcher else 0,
                 "in_flight": self.dispatcher.in_flight if self.dispatcher else 0,
+                "skills": {skill.name: skill.status() for skill in self.skills},
                 "uptime_s": round(time.time() - self.started_at, 1)}
 
     async def run(self) -> None:
@@ -136,6 +144,14 @@ class ConnectorApp:
         from .health import serve_health
 
         health_server = await serve_health(self, self.settings.health_host, self.settings.health_port)
+        for skill in self.skills:
+            try:
+                await skill.start(self.services)
+            except SkillError:
+                raise
+            except Exception as exc:
+                raise SkillError(f"skill {skill.name!r} failed to start: {type(exc).__name__}: {exc}") from exc
+        log.info("skills: %s", ", ".join(s.name for s in self.skills) or "none")
         if self.redis is not None:
             await self.redis.ping()
         transport_task = asyncio.create_task(self.transport.run())
@@ -154,6 +170,11 @@ class ConnectorApp:
                                  return_exceptions=True)
             await self.dispatcher.cancel_all()
         await asyncio.gather(*self._background, return_exceptions=True)
+        for skill in reversed(self.skills):
+            try:
+                await skill.stop()
+            except Exception:
+                log.exception("skill %s did not stop cleanly", skill.name)
         health_server.should_exit = True
         await self.http.aclose()
         if self.redis is not None:

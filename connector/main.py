@@ -49,8 +49,12 @@ def main() -> None:
     # the SDK reads its endpoint at import time
     os.environ["DINGTALK_OPENAPI_ENDPOINT"] = settings.openapi_endpoint.rstrip("/")
     from .app import ConnectorApp
+    from .skills.registry import SkillError
 
-    asyncio.run(ConnectorApp(settings).run())
+    try:
+        asyncio.run(ConnectorApp(settings).run())
+    except SkillError as exc:
+        sys.exit(f"connector: {exc}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ class ConnectorMetrics:
         self.refused = Counter("connector_refused", "Messages refused because the backlog was full.", registry=r)
         self.api_calls = Counter("connector_api_calls", "DingTalk API calls (card calls included), by outcome.",
                                  ["api", "outcome"], registry=r)
+        self.skill_results = Counter("connector_skill_results", "What skills did with messages (answer, augment, "
+                                     "error), by skill.", ["skill", "outcome"], registry=r)
         self.reconnects = Counter("connector_stream_reconnects", "Stream reconnections.", registry=r)
         self.to_first_card_call = Histogram("connector_message_to_first_card_call_seconds",
                                             "Message receipt to the card's first API call.", buckets=LATENCY,

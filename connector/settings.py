@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -71,6 +71,9 @@ class ConnectorSettings(BaseSettings):
     allow_users: list[str] = Field(default_factory=list, description="staff ids; empty: everyone")
     allow_groups: list[str] = Field(default_factory=list, description="conversation ids; empty: every group")
     drain_timeout_s: float = Field(30.0, ge=0)
+
+    # skills: [connector.plugins.<name>] tables in the config file (enabled, order, the skill's own keys)
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     # observability
     health_host: str = "127.0.0.1"

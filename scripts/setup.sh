@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="cpu"
+extras="cpu,kb"
 want_redis=0
 want_vllm=0
 want_w8a8=0
 for arg in "$@"; do
   case "$arg" in
-    --test) extras="cpu,test"; want_redis=1 ;;
+    --test) extras="cpu,kb,test"; want_redis=1 ;;
     --vllm) want_vllm=1 ;;
     --w8a8) want_w8a8=1 ;;
     *) echo "usage: $0 [--test] [--vllm] [--w8a8]" >&2; exit 2 ;;

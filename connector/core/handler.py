@@ -1,34 +1,22 @@
-"""The handler: exact commands, else the model with the conversation's context, streamed into a reply."""
+"""The handler: the skills in order (a skill may answer, add context, or pass), then the model, streamed."""
 
 from __future__ import annotations
 
 import logging
-import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .. import __version__
+from ..skills.base import Answer, Augment, Passage, Skill, SkillContext, SkillServices
 from ..types import IncomingMessage, Turn
-from .model import ModelClient, ModelError
+from .model import ModelError
 from .sink import ReplySink
 from .store import ContextStore
 
 log = logging.getLogger("connector.handler")
 
-RESET_COMMANDS = frozenset({"/reset", "/new", "新会话", "重置"})
-HELP_COMMANDS = frozenset({"/help", "帮助"})
-TEST_COMMANDS = frozenset({"/test"})
 MODEL_FAILED = ("抱歉，模型服务暂时不可用，请稍后再试。\n\n"
                 "Sorry, the model service is unavailable right now; please try again in a moment.")
-HELP_TEXT = """**私有助手 / Private assistant**
-
-直接提问即可，我会记住本次会话的上下文（30 分钟）。
-Ask anything; I remember this conversation for 30 minutes.
-
-- `/reset`（或 `新会话`、`重置`、`/new`）：清空上下文 / start over
-- `/test`：版本与模型状态 / version and model status
-- `/help`：显示本帮助 / this help"""
 
 
 @dataclass
@@ -37,19 +25,36 @@ class HandlerHooks:
 
     on_model_error: Callable[[], None] = lambda: None
     on_reply_done: Callable[[float], None] = lambda seconds: None
+    on_skill: Callable[[str, str], None] = lambda skill, outcome: None  # outcome: answer, augment, error
+
+
+def render_context(augments: Sequence[Augment], passages: Sequence[Passage]) -> str:
+    """The skills' instructions, then the numbered passages with their sources."""
+    parts = [a.instructions for a in augments if a.instructions]
+    if passages:
+        parts.append("\n\n".join(f"[{n}] ({p.source})\n{p.text}" for n, p in enumerate(passages, 1)))
+    return "\n\n".join(parts)
+
+
+def citations(passages: Sequence[Passage]) -> str:
+    sources = list(dict.fromkeys(p.source for p in passages))
+    if not sources:
+        return ""
+    return "\n\n---\n来源 / Sources: " + "; ".join(f"`{s}`" for s in sources)
 
 
 class ChatHandler:
-    def __init__(self, *, model: ModelClient, store: ContextStore, sink: ReplySink, system_prompt: str,
-                 max_tokens: int, context_window: int | None, group_context_per_sender: bool,
-                 hooks: HandlerHooks | None = None, platform_name: str = "DingTalk") -> None:
-        self.model, self.store, self.sink = model, store, sink
+    def __init__(self, *, services: SkillServices, store: ContextStore, sink: ReplySink, skills: Sequence[Skill],
+                 system_prompt: str, max_tokens: int, context_window: int | None, group_context_per_sender: bool,
+                 hooks: HandlerHooks | None = None) -> None:
+        self.services, self.store, self.sink = services, store, sink
+        self.model = services.model
+        self.skills = list(skills)
         self.system_prompt = system_prompt
         self.max_tokens = max_tokens
         self._window = context_window
         self.group_context_per_sender = group_context_per_sender
         self.hooks = hooks or HandlerHooks()
-        self.platform_name = platform_name
 
     def context_key(self, message: IncomingMessage) -> str:
         if message.conversation_kind == "group" and self.group_context_per_sender:
@@ -57,64 +62,67 @@ class ChatHandler:
         return f"{message.platform}:{message.conversation_id}"
 
     async def __call__(self, message: IncomingMessage) -> None:
-        command = message.text.strip()
-        if command in RESET_COMMANDS:
-            await self.store.clear(self.context_key(message))
-            await self.sink.send_text(message, "好的，已开始新的会话。\n\nDone: the conversation starts afresh.", "新会话")
-        elif command in HELP_COMMANDS:
-            await self.sink.send_text(message, HELP_TEXT, "帮助 / Help")
-        elif command in TEST_COMMANDS:
-            await self.sink.send_text(message, await self._status(), "状态 / Status")
-        else:
-            await self.answer(message)
+        key = self.context_key(message)
+        ctx = SkillContext(message=message, services=self.services, context_key=key,
+                           load_history=lambda: self.store.load(key), clear_history=lambda: self.store.clear(key))
+        for skill in self.skills:
+            try:
+                result = await skill.handle(ctx)
+            except Exception:  # one broken skill must not silence the assistant
+                log.exception("skill %s failed on %s; going on without it", skill.name, message.message_id)
+                self.hooks.on_skill(skill.name, "error")
+                continue
+            if isinstance(result, Answer):
+                self.hooks.on_skill(skill.name, "answer")
+                await self.sink.send_text(message, result.text, result.title)
+                return
+            if isinstance(result, Augment):
+                self.hooks.on_skill(skill.name, "augment")
+                ctx.augments.append(result)
+        await self.answer(message, ctx.augments)
 
-    async def _status(self) -> str:
-        health = await self.model.health()
-        version = health.get("version") or {}
-        try:
-            model = await self.model.model_id()
-        except ModelError as exc:
-            model = f"unavailable ({exc})"
-        return "\n".join([
-            "**连接正常 / Connector OK**", "",
-            f"- connector: {__version__} (Python {platform.python_version()}, {self.platform_name} Stream mode)",
-            f"- model: {model}",
-            f"- inference server: {health.get('health')}" + (
-                f", version {version.get('version')}, engine {version.get('engine')}, device {version.get('device')}"
-                if version else ""),
-        ])
-
-    async def _budget(self) -> int:
+    async def _budget(self, max_tokens: int) -> int:
         window = self._window or await self.model.context_window() or 2048
-        return max(64, window - self.max_tokens)
+        return max(64, window - max_tokens)
 
-    async def build_messages(self, history: list[Turn], text: str) -> list[dict[str, str]]:
-        """System prompt + as much recent history as fits the model's window + the question."""
-        budget = await self._budget()
+    async def build_messages(self, history: list[Turn], text: str, augments: Sequence[Augment] = (),
+                             max_tokens: int | None = None) -> tuple[list[dict[str, str]], list[Passage]]:
+        """System prompt and the skills' context + as much recent history as fits the window + the question.
+
+        When space is short, old history goes first, then the last passages; the passages kept are returned
+        (they are the ones cited)."""
+        budget = await self._budget(max_tokens or self.max_tokens)
         turns = list(history)
+        passages = [p for a in augments for p in a.passages]
         while True:
-            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            system = "\n\n".join(x for x in (self.system_prompt, render_context(augments, passages)) if x)
+            messages = [{"role": "system", "content": system}] if system else []
             messages += [{"role": t.role, "content": t.content} for t in turns]
             messages.append({"role": "user", "content": text})
             estimate = sum(len(m["content"]) for m in messages) // 2 + 8 * len(messages)
             if estimate < budget // 2:
-                return messages  # comfortably inside: no need to count exactly
+                return messages, passages  # comfortably inside: no need to count exactly
             count = await self.model.count_tokens(messages)
             size = count if count is not None else estimate
-            if size <= budget or not turns:
-                return messages
-            turns = turns[2:] if len(turns) >= 2 else []  # drop the oldest exchange
+            if size <= budget or (not turns and not passages):
+                return messages, passages
+            if turns:
+                turns = turns[2:] if len(turns) >= 2 else []  # drop the oldest exchange
+            else:
+                passages = passages[:-1]
 
-    async def answer(self, message: IncomingMessage) -> None:
+    async def answer(self, message: IncomingMessage, augments: Sequence[Augment] = ()) -> None:
         key = self.context_key(message)
         history = await self.store.load(key)
         reply = self.sink.stream_reply(message)
         await reply.start()
-        log.debug("answering %s (history: %d turns)", message.message_id, len(history))
+        max_tokens = next((a.max_tokens for a in augments if a.max_tokens), None)
+        log.debug("answering %s (history: %d turns, %d skill contexts)", message.message_id, len(history),
+                  len(augments))
         text = ""
         try:
-            messages = await self.build_messages(history, message.text.strip())
-            stream = self.model.stream_chat(messages)
+            messages, passages = await self.build_messages(history, message.text.strip(), augments, max_tokens)
+            stream = self.model.stream_chat(messages, max_tokens=max_tokens)
             try:
                 async for delta in stream:
                     text += delta
@@ -133,8 +141,8 @@ class ChatHandler:
             await reply.fail(MODEL_FAILED, partial="")
             self.hooks.on_model_error()
             return
-        await reply.finish(text)
-        log.debug("answered %s: %d characters", message.message_id, len(text))
+        await reply.finish(text + citations(passages))
+        log.debug("answered %s: %d characters, %d passages cited", message.message_id, len(text), len(passages))
         self.hooks.on_reply_done(time.monotonic() - message.received_at)
         if text.strip():
             await self.store.append(key, [Turn("user", message.text.strip()), Turn("assistant", text)])

@@ -70,7 +70,7 @@ class ModelClient:
             pass
         return None
 
-    async def stream_chat(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+    async def stream_chat(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str]:
         """Content deltas. Closing the iterator closes the HTTP stream, which cancels the generation."""
         model = await self.model_id()
         attempt = 0
@@ -78,7 +78,7 @@ class ModelClient:
             try:
                 stream = await self._client.chat.completions.create(
                     model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
-                    max_tokens=self.max_tokens)
+                    max_tokens=max_tokens or self.max_tokens)
                 break
             except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as exc:
                 attempt += 1  # full (429), not up yet, or 5xx: retried, 3 attempts, backoff factor 1.5

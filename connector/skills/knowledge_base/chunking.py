@@ -1,0 +1,50 @@
+"""Chunks of a few hundred characters along paragraph and sentence boundaries (Chinese and Western punctuation)."""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])\s+")
+_BLANK = re.compile(r"\n\s*\n")
+
+
+def _sentences(paragraph: str, limit: int) -> list[str]:
+    pieces = [s.strip() for s in _SENTENCE_END.split(paragraph) if s and s.strip()]
+    out = []
+    for piece in pieces:
+        while len(piece) > limit:  # a sentence with no end in sight: cut it
+            out.append(piece[:limit])
+            piece = piece[limit:]
+        if piece:
+            out.append(piece)
+    return out
+
+
+def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
+    """Pack sentences into chunks of at most ``size`` characters; ``overlap`` sentences repeat across a boundary."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    chunks: list[str] = []
+    current: list[str] = []
+    length = 0
+    for paragraph in _BLANK.split(text):
+        paragraph = " ".join(line.strip() for line in paragraph.split("\n") if line.strip())
+        # keep CJK lines joined without the spaces a Western line break needs
+        paragraph = re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef]) (?=[\u3000-\u9fff\uff00-\uffef])", "", paragraph)
+        if not paragraph:
+            continue
+        for sentence in _sentences(paragraph, size):
+            if current and length + len(sentence) + 1 > size:
+                chunks.append(" ".join(current))
+                current = current[-overlap:] if overlap else []
+                if sum(len(s) + 1 for s in current) + len(sentence) > size:
+                    current = []
+                length = sum(len(s) + 1 for s in current)
+            current.append(sentence)
+            length += len(sentence) + 1
+        # a paragraph boundary is a natural place to end a chunk once it holds something substantial
+        if length > size // 2:
+            chunks.append(" ".join(current))
+            current, length = [], 0
+    if current:
+        chunks.append(" ".join(current))
+    return [c for c in chunks if c.strip()]

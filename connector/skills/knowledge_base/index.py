@@ -1,0 +1,239 @@
+"""A local vector index of a folder of documents, updated incrementally (only files that changed).
+
+On disk (``index_dir``): ``manifest.json`` (per file: size, mtime, sha256, chunk count, store file) and one
+``.npz`` per document (float16 vectors and the chunk texts). In memory: one matrix; search is a dot product,
+which stays in milliseconds up to a few hundred thousand chunks - a departmental document share.
+Writes are atomic (temporary file, then rename) and a lock file keeps two connector replicas from indexing the
+same folder at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .chunking import chunk_text
+from .loaders import SUPPORTED, DocumentError, load
+
+log = logging.getLogger("connector.skills.knowledge_base")
+
+FORMAT = 1
+
+
+class EmbedderLike(Protocol):
+    dim: int
+    model_id: str
+
+    def passages(self, texts: list[str]) -> np.ndarray: ...
+
+    def query(self, text: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    text: str
+    source: str  # file name, with the page for PDFs
+    path: str  # relative to the folder
+    score: float
+
+
+@dataclass
+class ScanReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    chunks_embedded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def summary(self) -> str:
+        return (f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
+                f"{self.unchanged} unchanged, {len(self.failed)} failed; {self.chunks_embedded} chunks embedded "
+                f"in {self.seconds:.1f} s")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class VectorIndex:
+    def __init__(self, folder: Path, index_dir: Path, embedder: EmbedderLike, *, chunk_chars: int = 400,
+                 chunk_overlap: int = 1) -> None:
+        self.folder, self.index_dir, self.embedder = folder, index_dir, embedder
+        self.params = {"format": FORMAT, "model": embedder.model_id, "chunk_chars": chunk_chars,
+                       "chunk_overlap": chunk_overlap}
+        self.chunk_chars, self.chunk_overlap = chunk_chars, chunk_overlap
+        self.manifest: dict[str, Any] = {"params": self.params, "files": {}}
+        # the matrix and (text, source, path) per row, swapped together so a search never sees half of a scan
+        self._data: tuple[np.ndarray, list[tuple[str, str, str]]] = (np.zeros((0, embedder.dim), np.float32), [])
+
+    # ---- on disk -------------------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.index_dir / "manifest.json"
+
+    def _read_manifest(self) -> dict[str, Any]:
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"params": self.params, "files": {}}
+        if manifest.get("params") != self.params:  # another model or chunking: everything is re-embedded
+            log.info("index parameters changed: rebuilding the whole index")
+            return {"params": self.params, "files": {}}
+        return manifest
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with (self.index_dir / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def documents(self) -> dict[str, Path]:
+        """Supported files under the folder (hidden files and the index itself excluded), by relative path."""
+        found = {}
+        index_dir = self.index_dir.resolve()
+        for path in sorted(self.folder.rglob("*")):
+            rel = path.relative_to(self.folder)
+            if any(part.startswith((".", "~$")) for part in rel.parts):  # hidden, Office lock files
+                continue
+            if path.suffix.lower() not in SUPPORTED or not path.is_file():
+                continue
+            if index_dir in path.resolve().parents:
+                continue
+            found[rel.as_posix()] = path
+        return found
+
+    def _store_name(self, rel: str) -> str:
+        return hashlib.sha1(rel.encode()).hexdigest()[:20] + ".npz"
+
+    def _embed_file(self, rel: str, path: Path) -> tuple[np.ndarray, list[str], list[str]]:
+        texts, sources = [], []
+        for section in load(path):
+            for chunk in chunk_text(section.text, self.chunk_chars, self.chunk_overlap):
+                texts.append(chunk)
+                sources.append(f"{path.name} ({section.location})" if section.location else path.name)
+        if not texts:
+            raise DocumentError(f"{rel}: no text")
+        title = path.stem.replace("_", " ").replace("-", " ")
+        vectors = self.embedder.passages([f"{title}\n{t}" for t in texts])
+        return vectors, texts, sources
+
+    def scan(self) -> ScanReport:
+        """Bring the index up to date with the folder; embeds only new and changed files. Blocking."""
+        started = time.monotonic()
+        report = ScanReport()
+        with self._locked():
+            manifest = self._read_manifest()
+            files: dict[str, Any] = manifest["files"]
+            present = self.documents() if self.folder.is_dir() else {}
+            for rel in sorted(set(files) - set(present)):
+                (self.index_dir / files.pop(rel)["store"]).unlink(missing_ok=True)
+                report.removed.append(rel)
+            for rel, path in present.items():
+                stat = path.stat()
+                entry = files.get(rel)
+                if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+                    report.unchanged += 1
+                    continue
+                digest = _sha256(path)
+                if entry and entry["sha256"] == digest:  # touched, not changed
+                    entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+                    report.unchanged += 1
+                    continue
+                try:
+                    vectors, texts, sources = self._embed_file(rel, path)
+                except DocumentError as exc:
+                    report.failed[rel] = str(exc)
+                    log.warning("knowledge base: %s", exc)
+                    continue
+                store = self._store_name(rel)
+                _atomic_write(self.index_dir / store, lambda f: np.savez(
+                    f, vectors=vectors.astype(np.float16), texts=np.array(texts), sources=np.array(sources)))
+                files[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest,
+                              "chunks": len(texts), "store": store}
+                (report.updated if entry else report.added).append(rel)
+                report.chunks_embedded += len(texts)
+            manifest["params"] = self.params
+            if report.changed or not self.manifest_path.exists() or manifest != self._read_manifest():
+                _atomic_write(self.manifest_path,
+                              lambda f: f.write(json.dumps(manifest, ensure_ascii=False, indent=1).encode()))
+            self.manifest = manifest
+            self._load_matrix()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def load(self) -> None:
+        """Use what is on disk now (fast start; a scan brings it up to date later)."""
+        self.manifest = self._read_manifest()
+        self._load_matrix()
+
+    def _load_matrix(self) -> None:
+        blocks, meta = [], []
+        for rel, entry in sorted(self.manifest["files"].items()):
+            try:
+                with np.load(self.index_dir / entry["store"], allow_pickle=False) as data:
+                    blocks.append(data["vectors"].astype(np.float32))
+                    meta += [(str(t), str(s), rel) for t, s in zip(data["texts"], data["sources"], strict=True)]
+            except (OSError, KeyError, ValueError) as exc:
+                log.warning("knowledge base: index entry for %s unreadable (%s): it will be rebuilt", rel, exc)
+                self.manifest["files"].pop(rel, None)
+        self._data = (np.concatenate(blocks) if blocks else np.zeros((0, self.embedder.dim), np.float32), meta)
+
+    # ---- queries -------------------------------------------------------------------------------------------
+    @property
+    def size(self) -> tuple[int, int]:
+        """(documents, chunks)"""
+        return len(self.manifest["files"]), len(self._data[1])
+
+    def search(self, question: str, top_k: int = 3, min_score: float = 0.0, margin: float = 1.0) -> list[Hit]:
+        """The best passages: at least ``min_score``, and within ``margin`` of the best one."""
+        matrix, meta = self._data
+        if not meta:
+            return []
+        scores = matrix @ self.embedder.query(question)
+        best = np.argsort(-scores)[: top_k * 3]
+        hits: list[Hit] = []
+        seen = set()
+        for row in best:
+            score = float(scores[row])
+            text, source, rel = meta[row]
+            if score < min_score or score < float(scores[best[0]]) - margin or text in seen:
+                continue
+            seen.add(text)
+            hits.append(Hit(text, source, rel, score))
+            if len(hits) == top_k:
+                break
+        return hits

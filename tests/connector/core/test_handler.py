@@ -1,0 +1,151 @@
+"""The handler and the skills chain, with fakes at the model and card seams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from connector.core.handler import ChatHandler
+from connector.core.store import MemoryContextStore
+from connector.skills import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillServices
+from connector.skills.registry import load_enabled
+from connector.types import IncomingMessage, Turn
+
+
+class FakeModel:
+    def __init__(self, window: int = 2048, reply: str = "The answer.", chars_per_token: float = 4) -> None:
+        self.window, self.reply, self.chars_per_token = window, reply, chars_per_token
+        self.calls: list[tuple[list[dict[str, str]], int | None]] = []
+
+    async def context_window(self) -> int:
+        return self.window
+
+    async def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return int(sum(len(m["content"]) for m in messages) / self.chars_per_token) + 4 * len(messages)
+
+    async def stream_chat(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str]:
+        self.calls.append((messages, max_tokens))
+        for word in self.reply.split(" "):
+            yield word + " "
+
+    async def health(self) -> dict:
+        return {"health": "ok", "version": {"version": "1.2.3", "engine": "fake", "device": "cpu"}}
+
+    async def model_id(self) -> str:
+        return "fake-model"
+
+
+class FakeReply:
+    def __init__(self) -> None:
+        self.final: str | None = None
+        self.cancelled = False
+
+    async def start(self) -> None: ...
+
+    def update(self, text: str) -> None: ...
+
+    async def finish(self, text: str) -> None:
+        self.final = text
+
+    async def fail(self, message: str, partial: str = "") -> None:
+        self.final = "FAILED " + message
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.replies: list[FakeReply] = []
+
+    def stream_reply(self, message: IncomingMessage) -> FakeReply:
+        self.replies.append(FakeReply())
+        return self.replies[-1]
+
+    async def send_text(self, message: IncomingMessage, markdown: str, title: str = "") -> None:
+        self.texts.append(markdown)
+
+
+def msg(text: str, n: int = 1) -> IncomingMessage:
+    return IncomingMessage(platform="test", message_id=f"m{n}", delivery_id=f"d{n}", conversation_id="c1",
+                           conversation_kind="dm", sender_id="u1", sender_name="u1", text=text, msgtype="text")
+
+
+class Lookup(Skill):
+    name = "lookup"
+    commands = {"/lookup": "look something up"}
+
+    async def handle(self, ctx: SkillContext):
+        if ctx.text == "/lookup":
+            return Answer("looked up")
+        return Augment("Use the passages.", (Passage("Press HP-400: every 450 hours.", "handbook.pdf (p. 2)"),
+                                             Passage("Form MX-12 records it.", "handbook.pdf (p. 2)"),
+                                             Passage("Canteen opens at 7.", "canteen.txt")), max_tokens=99)
+
+
+class Broken(Skill):
+    name = "broken"
+
+    async def handle(self, ctx: SkillContext):
+        raise RuntimeError("boom")
+
+
+def make(skills: list[Skill], model: FakeModel | None = None, system_prompt: str = "") -> tuple:
+    model = model or FakeModel()
+    store, sink = MemoryContextStore(1800, 40), FakeSink()
+    holder: list[Skill] = []
+    services = SkillServices(model=model, skills=lambda: holder, version="9.9.9")
+    holder += skills
+    handler = ChatHandler(services=services, store=store, sink=sink, skills=skills, system_prompt=system_prompt,
+                          max_tokens=64, context_window=None, group_context_per_sender=True)
+    return handler, model, store, sink
+
+
+async def test_builtin_commands_are_skills() -> None:
+    handler, model, store, sink = make(load_enabled({}))
+    await store.append("test:c1", [Turn("user", "hi"), Turn("assistant", "hello")])
+    await handler(msg("/help"))
+    assert "`/reset`（或 `/new`、`新会话`、`重置`）" in sink.texts[-1] and "`/test`" in sink.texts[-1]
+    await handler(msg("/test"))
+    assert "connector: 9.9.9" in sink.texts[-1] and "fake-model" in sink.texts[-1]
+    assert "skills: help, reset, status" in sink.texts[-1]
+    await handler(msg("重置"))
+    assert "新的会话" in sink.texts[-1] and await store.load("test:c1") == []
+    assert model.calls == []  # none of them reached the model
+
+
+async def test_help_lists_enabled_skills_commands() -> None:
+    handler, _, _, sink = make([*load_enabled({}), Lookup(SkillConfig(enabled=True))])
+    await handler(msg("/help"))
+    assert "`/lookup`：look something up" in sink.texts[-1]
+
+
+async def test_augment_reaches_the_model_and_sources_are_cited_once() -> None:
+    handler, model, store, sink = make([Broken(SkillConfig()), Lookup(SkillConfig())], system_prompt="Be brief.")
+    await handler(msg("How often is the press recalibrated?"))
+    messages, max_tokens = model.calls[-1]
+    assert max_tokens == 99
+    system = messages[0]["content"]
+    assert system.startswith("Be brief.\n\nUse the passages.")
+    assert "[1] (handbook.pdf (p. 2))\nPress HP-400: every 450 hours." in system and "[3] (canteen.txt)" in system
+    assert messages[-1] == {"role": "user", "content": "How often is the press recalibrated?"}
+    final = sink.replies[-1].final
+    assert final.startswith("The answer.")
+    assert final.endswith("来源 / Sources: `handbook.pdf (p. 2)`; `canteen.txt`")
+    # history keeps the question and the answer, not the passages or the citation line
+    assert [t.content.strip() for t in await store.load("test:c1")] == ["How often is the press recalibrated?",
+                                                                        "The answer."]
+
+
+async def test_an_answering_skill_stops_the_chain() -> None:
+    handler, model, _, sink = make([Lookup(SkillConfig())])
+    await handler(msg("/lookup"))
+    assert sink.texts == ["looked up"] and model.calls == []
+
+
+async def test_passages_are_dropped_last_first_when_the_window_is_short() -> None:
+    handler, model, store, sink = make([Lookup(SkillConfig())], model=FakeModel(window=99 + 64, chars_per_token=2))
+    await store.append("test:c1", [Turn("user", "x" * 400), Turn("assistant", "y" * 400)])
+    await handler(msg("Question?"))
+    messages, _ = model.calls[-1]
+    assert len(messages) == 2  # the old exchange went first
+    assert "Canteen" not in messages[0]["content"] and "MX-12" not in messages[0]["content"]
+    assert "Press HP-400" in messages[0]["content"]
+    assert sink.replies[-1].final.endswith("Sources: `handbook.pdf (p. 2)`")
