@@ -123,7 +123,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     print(f"index {skill.index_dir}: {documents} documents, {chunks} chunks")  # type: ignore[attr-defined]
     if args.query:
         for hit in index.search(args.query, skill.config.top_k, skill.config.min_score,  # type: ignore[attr-defined]
-                                skill.config.score_margin):  # type: ignore[attr-defined]
+                                skill.config.score_margin, skill.config.min_lift):  # type: ignore[attr-defined]
             print(f"  {hit.score:.3f}  {hit.source}: {hit.text[:100]}")
     return 1 if report.failed else 0
 

@@ -24,9 +24,10 @@ class KnowledgeBaseConfig(SkillConfig):
     folder: Path | None = Field(None, description="the documents (txt, md, pdf, docx), searched recursively")
     index_dir: Path | None = Field(None, description="where the index is kept; default: <folder>/.kb-index")
     top_k: int = Field(3, ge=1, le=20, description="passages given to the model per question")
-    # multilingual-e5 similarities are compressed (unrelated text scores ~0.75): see docs/skills.md for how the
-    # defaults were chosen on the sample documents
-    min_score: float = Field(0.83, ge=-1, le=1, description="cosine similarity below which a passage is ignored")
+    # multilingual-e5 similarities are compressed (unrelated text scores 0.7-0.85): a passage must beat the
+    # question's similarity to everyday sentences by min_lift (see docs/skills.md for the measurements)
+    min_lift: float = Field(0.01, ge=-1, le=1, description="how much closer than everyday text a passage must be")
+    min_score: float = Field(0.78, ge=-1, le=1, description="cosine similarity below which a passage is ignored")
     score_margin: float = Field(0.05, ge=0, le=2, description="passages further than this below the best are "
                                                               "ignored")
     chunk_chars: int = Field(400, ge=100, le=4000)
@@ -150,7 +151,7 @@ class KnowledgeBaseSkill(Skill):
             return None
         started = time.monotonic()
         hits = await asyncio.to_thread(self.index.search, text, self.config.top_k, self.config.min_score,
-                                     self.config.score_margin)
+                                     self.config.score_margin, self.config.min_lift)
         log.debug("knowledge base: %d passages for %s in %.0f ms (%s)", len(hits), ctx.message.message_id,
                   (time.monotonic() - started) * 1000, ", ".join(f"{h.source} {h.score:.3f}" for h in hits))
         if not hits:

@@ -6,6 +6,17 @@ import re
 
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])\s+")
 _BLANK = re.compile(r"\n\s*\n")
+_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+
+
+def _join(sentences: list[str]) -> str:
+    """Western sentences with a space between them, Chinese ones without."""
+    out = ""
+    for sentence in sentences:
+        if out and not (_CJK.match(out[-1]) and _CJK.match(sentence[0])):
+            out += " "
+        out += sentence
+    return out
 
 
 def _sentences(paragraph: str, limit: int) -> list[str]:
@@ -34,7 +45,7 @@ def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
             continue
         for sentence in _sentences(paragraph, size):
             if current and length + len(sentence) + 1 > size:
-                chunks.append(" ".join(current))
+                chunks.append(_join(current))
                 current = current[-overlap:] if overlap else []
                 if sum(len(s) + 1 for s in current) + len(sentence) > size:
                     current = []
@@ -43,8 +54,8 @@ def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
             length += len(sentence) + 1
         # a paragraph boundary is a natural place to end a chunk once it holds something substantial
         if length > size // 2:
-            chunks.append(" ".join(current))
+            chunks.append(_join(current))
             current, length = [], 0
     if current:
-        chunks.append(" ".join(current))
+        chunks.append(_join(current))
     return [c for c in chunks if c.strip()]

@@ -30,6 +30,19 @@ log = logging.getLogger("connector.skills.knowledge_base")
 
 FORMAT = 1
 
+# Everyday sentences with no company facts in them. multilingual-e5's similarities are compressed (unrelated
+# Chinese text often scores 0.83 against a Chinese question), so a passage counts as relevant only when it is
+# closer to the question than the closest of these is: a threshold that adapts to each question and language.
+BACKGROUND = (
+    "今天天气很好，我们去公园散步吧。", "请把这份文件发给我。", "会议改到下午三点。", "这个问题我需要再想一想。",
+    "谢谢你的帮助。", "你好，最近怎么样？", "晚饭想吃什么？", "周末我们去看电影吧。", "这本书很有意思。",
+    "我明天早上要早起。", "帮我写一段文字。", "给我讲个故事吧。",
+    "The weather is nice today.", "Please send me the file.", "The meeting moved to 3pm.",
+    "Thanks for your help.", "Hello, how are you?", "What should we have for dinner?",
+    "Let's watch a movie this weekend.", "This book is interesting.", "Can you write a short text for me?",
+    "Tell me a story.", "I need to think about this question.", "What time is it?",
+)
+
 
 class EmbedderLike(Protocol):
     dim: int
@@ -94,6 +107,7 @@ class VectorIndex:
         self.chunk_chars, self.chunk_overlap = chunk_chars, chunk_overlap
         self.manifest: dict[str, Any] = {"params": self.params, "files": {}}
         # the matrix and (text, source, path) per row, swapped together so a search never sees half of a scan
+        self._background: np.ndarray | None = None
         self._data: tuple[np.ndarray, list[tuple[str, str, str]]] = (np.zeros((0, embedder.dim), np.float32), [])
 
     # ---- on disk -------------------------------------------------------------------------------------------
@@ -158,6 +172,8 @@ class VectorIndex:
         with self._locked():
             manifest = self._read_manifest()
             files: dict[str, Any] = manifest["files"]
+            for rel in [r for r, e in files.items() if not (self.index_dir / e["store"]).exists()]:
+                files.pop(rel)  # its vectors were lost: embedded again below
             present = self.documents() if self.folder.is_dir() else {}
             for rel in sorted(set(files) - set(present)):
                 (self.index_dir / files.pop(rel)["store"]).unlink(missing_ok=True)
@@ -218,12 +234,19 @@ class VectorIndex:
         """(documents, chunks)"""
         return len(self.manifest["files"]), len(self._data[1])
 
-    def search(self, question: str, top_k: int = 3, min_score: float = 0.0, margin: float = 1.0) -> list[Hit]:
-        """The best passages: at least ``min_score``, and within ``margin`` of the best one."""
+    def search(self, question: str, top_k: int = 3, min_score: float = 0.0, margin: float = 1.0,
+               lift: float | None = None) -> list[Hit]:
+        """The best passages: at least ``min_score``, within ``margin`` of the best one, and (with ``lift``) at
+        least that much closer to the question than the closest BACKGROUND sentence."""
         matrix, meta = self._data
         if not meta:
             return []
-        scores = matrix @ self.embedder.query(question)
+        query = self.embedder.query(question)
+        scores = matrix @ query
+        if lift is not None:
+            if self._background is None:
+                self._background = self.embedder.passages(list(BACKGROUND))
+            min_score = max(min_score, float((self._background @ query).max()) + lift)
         best = np.argsort(-scores)[: top_k * 3]
         hits: list[Hit] = []
         seen = set()
