@@ -9,6 +9,7 @@ Ctrl-C or SIGTERM stops all three, connector first, so that it finishes its open
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,7 @@ def main() -> int:
     inference = start("inference", ["-m", "inference"])
     demo = not (env.get("CONNECTOR_CLIENT_ID") and env.get("CONNECTOR_CLIENT_SECRET"))
     page = None
+    kb_demo = False
     if demo:
         emulator_port = int(env.get("SANDBOX_PORT", "9000"))
         emulator = start("emulator", ["-m", "connector.sandbox", "--port", str(emulator_port)])
@@ -77,12 +79,22 @@ def main() -> int:
         env.update(CONNECTOR_CLIENT_ID=DEFAULT_CLIENT_ID, CONNECTOR_CLIENT_SECRET=DEFAULT_CLIENT_SECRET,
                    CONNECTOR_OPENAPI_ENDPOINT=f"http://127.0.0.1:{emulator_port}")
         page = f"http://127.0.0.1:{emulator_port}/"
+        from connector.config_file import config_path
+        from connector.skills.knowledge_base import SAMPLES
+
+        if config_path() is None and "CONNECTOR_PLUGINS" not in env:  # the demo answers from the sample documents
+            env["CONNECTOR_PLUGINS"] = json.dumps({"knowledge_base": {
+                "enabled": True, "folder": str(SAMPLES), "index_dir": str(ROOT / ".cache" / "kb-index-demo")}})
+            kb_demo = True
     wait_ready(f"http://{host}:{port}/ready", inference, "the inference server")
     start("connector", ["-m", "connector"])
     print("\n" + "=" * 72, flush=True)
     print(f"  Inference server (OpenAI API): http://{host}:{port}/v1", flush=True)
     if page:
         print(f"  No DingTalk credentials set: chat with the bot in your browser at {page}", flush=True)
+        if kb_demo:
+            print("  Knowledge base: the sample documents (try: How often must the HP-400 hydraulic press be "
+                  "recalibrated?  or  /kb)", flush=True)
     else:
         print("  Connected to DingTalk: message the bot in DingTalk (try /test)", flush=True)
     print("  Stop with Ctrl-C", flush=True)

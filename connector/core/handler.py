@@ -37,10 +37,17 @@ def render_context(augments: Sequence[Augment], passages: Sequence[Passage]) -> 
 
 
 def citations(passages: Sequence[Passage]) -> str:
-    sources = list(dict.fromkeys(p.source for p in passages))
-    if not sources:
+    """The sources under the answer: file names, each with the quoted sentence that answers, where there is one."""
+    quotes: dict[str, str] = {}
+    for p in passages:
+        if p.source not in quotes or (p.quote and not quotes[p.source]):
+            quotes[p.source] = p.quote
+    if not quotes:
         return ""
-    return "\n\n---\n来源 / Sources: " + "; ".join(f"`{s}`" for s in sources)
+    if not any(quotes.values()):
+        return "\n\n---\n来源 / Sources: " + "; ".join(f"`{s}`" for s in quotes)
+    lines = [f"{n}. `{source}`" + (f"：“{quote}”" if quote else "") for n, (source, quote) in enumerate(quotes.items(), 1)]
+    return "\n\n---\n来源 / Sources:\n\n" + "\n".join(lines)
 
 
 class ChatHandler:

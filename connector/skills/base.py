@@ -38,6 +38,7 @@ class Passage:
     text: str
     source: str  # e.g. "handbook.pdf (p. 3)"
     score: float = 0.0
+    quote: str = ""  # the sentence that best answers the question, shown with the citation
 
 
 @dataclass(frozen=True, slots=True)

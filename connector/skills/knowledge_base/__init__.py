@@ -37,6 +37,7 @@ class KnowledgeBaseConfig(SkillConfig):
     max_tokens: int | None = Field(None, ge=1, description="answer length when documents are used; default: "
                                                            "the connector's max_tokens")
     instructions: str = INSTRUCTIONS
+    quote: bool = Field(True, description="show, with each cited file, the sentence that best answers")
 
 
 class KnowledgeBaseSkill(Skill):
@@ -73,8 +74,8 @@ class KnowledgeBaseSkill(Skill):
             return [f"folder {folder} is not readable by this user"]
         problems = []
         target = self.index_dir
-        parent = target if target.exists() else target.parent
-        if not os.access(parent, os.W_OK):
+        existing = next(p for p in (target, *target.parents) if p.exists())  # it is created on first use
+        if not os.access(existing, os.W_OK):
             problems.append(f"index_dir {target} is not writable (set index_dir to a writable place)")
         try:
             from .embedder import Embedder
@@ -156,7 +157,9 @@ class KnowledgeBaseSkill(Skill):
                   (time.monotonic() - started) * 1000, ", ".join(f"{h.source} {h.score:.3f}" for h in hits))
         if not hits:
             return None
-        return Augment(self.config.instructions, tuple(Passage(h.text, h.source, h.score) for h in hits),
+        quotes = await asyncio.to_thread(self.index.quotes, text, hits) if self.config.quote else [""] * len(hits)
+        return Augment(self.config.instructions,
+                       tuple(Passage(h.text, h.source, h.score, q) for h, q in zip(hits, quotes, strict=True)),
                        max_tokens=self.config.max_tokens)
 
     def _listing(self) -> str:

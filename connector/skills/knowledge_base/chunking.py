@@ -31,6 +31,11 @@ def _sentences(paragraph: str, limit: int) -> list[str]:
     return out
 
 
+def sentences(text: str, limit: int = 400) -> list[str]:
+    """The sentences of a passage (for quoting the one that answers)."""
+    return [s for paragraph in _BLANK.split(text) for s in _sentences(" ".join(paragraph.split()), limit)]
+
+
 def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
     """Pack sentences into chunks of at most ``size`` characters; ``overlap`` sentences repeat across a boundary."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .chunking import chunk_text
+from .chunking import chunk_text, sentences
 from .loaders import SUPPORTED, DocumentError, load
 
 log = logging.getLogger("connector.skills.knowledge_base")
@@ -260,3 +260,17 @@ class VectorIndex:
             if len(hits) == top_k:
                 break
         return hits
+
+    def quotes(self, question: str, hits: list[Hit], max_chars: int = 160) -> list[str]:
+        """For each hit, its sentence closest to the question (cut to ``max_chars``)."""
+        query = self.embedder.query(question)
+        out = []
+        for hit in hits:
+            candidates = sentences(hit.text)
+            if not candidates:
+                out.append("")
+                continue
+            best = candidates[int(np.argmax(self.embedder.passages(candidates) @ query))] if len(candidates) > 1 \
+                else candidates[0]
+            out.append(best if len(best) <= max_chars else best[: max_chars - 1] + "…")
+        return out

@@ -80,6 +80,15 @@ class Lookup(Skill):
                                              Passage("Canteen opens at 7.", "canteen.txt")), max_tokens=99)
 
 
+class Quoting(Skill):
+    name = "quoting"
+
+    async def handle(self, ctx: SkillContext):
+        return Augment("", (Passage("Canteen opens at 7. Closes at 9.", "canteen.txt", quote="Canteen opens at 7."),
+                            Passage("Soup on Mondays.", "menu.txt"),
+                            Passage("Closes at 9.", "canteen.txt")))
+
+
 class Broken(Skill):
     name = "broken"
 
@@ -132,6 +141,10 @@ async def test_augment_reaches_the_model_and_sources_are_cited_once() -> None:
     # history keeps the question and the answer, not the passages or the citation line
     assert [t.content.strip() for t in await store.load("test:c1")] == ["How often is the press recalibrated?",
                                                                         "The answer."]
+    handler.skills = [Quoting(SkillConfig())]
+    await handler(msg("When does the canteen open?", n=2))
+    assert sink.replies[-1].final.endswith("来源 / Sources:\n\n1. `canteen.txt`：“Canteen opens at 7.”\n"
+                                           "2. `menu.txt`")
 
 
 async def test_an_answering_skill_stops_the_chain() -> None:
