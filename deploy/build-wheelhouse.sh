@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # On a machine with internet access: collect every wheel the appliance needs into one folder,
 # to carry to the customer's offline server together with install.sh.
-#   deploy/build-wheelhouse.sh [--extras gpu] [--out wheelhouse]
+#   deploy/build-wheelhouse.sh [--extras gpu,kb] [--out wheelhouse]   (kb: the knowledge-base skill)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="gpu"; out="wheelhouse"
+extras="gpu,kb"; out="wheelhouse"
 while [ $# -gt 0 ]; do
   case "$1" in
     --extras) extras="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    *) echo "usage: $0 [--extras gpu|cpu] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--extras gpu,kb|cpu,kb] [--out DIR]" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$out"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install or upgrade the appliance on a bare-metal server, offline, from a local wheelhouse.
 #
-#   sudo deploy/install.sh --wheelhouse /media/usb/wheelhouse [--extras gpu]   install or upgrade
+#   sudo deploy/install.sh --wheelhouse /media/usb/wheelhouse [--extras gpu,kb]   install or upgrade
 #   sudo deploy/install.sh --rollback                                           back to the previous release
 #   sudo deploy/install.sh --dry-run ...                                        print what would be done
 #
@@ -15,7 +15,7 @@ ETC=/etc/appliance
 STATE=/var/lib/appliance
 UNIT_DIR=/etc/systemd/system
 USER_NAME=appliance
-wheelhouse=""; extras="gpu"; rollback=0; dry=0
+wheelhouse=""; extras="gpu,kb"; rollback=0; dry=0
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
 while [ $# -gt 0 ]; do
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --prefix) PREFIX="$2"; shift 2 ;;
     --rollback) rollback=1; shift ;;
     --dry-run) dry=1; shift ;;
-    *) echo "usage: $0 --wheelhouse DIR [--extras gpu|cpu] [--prefix DIR] | --rollback  [--dry-run]" >&2; exit 2 ;;
+    *) echo "usage: $0 --wheelhouse DIR [--extras gpu,kb|cpu,kb] [--prefix DIR] | --rollback  [--dry-run]" >&2; exit 2 ;;
   esac
 done
 
