@@ -80,6 +80,9 @@ class ConnectorApp:
             on_first_token_shown=m.to_first_token.observe,
             on_error=lambda kind: m.errors.labels(kind).inc()))
         self.skills = load_enabled(s.plugins)
+        for skill in self.skills:  # zeros from the start, so dashboards and alerts see every series
+            for outcome in ("answer", "augment", "error"):
+                m.skill_results.labels(skill.name, outcome)
         self.services = SkillServices(model=model, skills=lambda: self.skills, version=__version__)
         handler = ChatHandler(services=self.services, store=context_store, sink=self.replies, skills=self.skills,
                               system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
