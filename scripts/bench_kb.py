@@ -103,6 +103,21 @@ def main() -> int:
         results["search_ms_p50"] = round(statistics.median(latencies), 1)
         results["search_ms_p99"] = round(statistics.quantiles(latencies, n=100)[98], 1)
         results["synthetic_hit_at_1"] = f"{hits}/{len(questions)}"
+        # questions while another index of the folder is being built (the model is shared between them)
+        import threading
+
+        builder = VectorIndex(folder, Path(tmp) / "index2", embedder, chunk_chars=config.chunk_chars,
+                              chunk_overlap=config.chunk_overlap)
+        worker = threading.Thread(target=builder.scan)
+        worker.start()
+        busy = []
+        for question, _ in questions[:20]:
+            started = time.perf_counter()
+            index.search(question, *search_args)
+            busy.append((time.perf_counter() - started) * 1000)
+        worker.join()
+        results["search_during_indexing_ms_p50"] = round(statistics.median(busy), 1)
+        results["search_during_indexing_ms_max"] = round(max(busy), 1)
         results["synthetic_small_talk_false_positives"] = (
             f"{sum(bool(index.search(q, *search_args)) for q in SMALL_TALK)}/{len(SMALL_TALK)}")
         samples = VectorIndex(SAMPLES, Path(tmp) / "samples-index", embedder)

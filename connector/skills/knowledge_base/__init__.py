@@ -64,7 +64,7 @@ class KnowledgeBaseSkill(Skill):
         assert self.config.folder is not None
         return self.config.index_dir or self.config.folder / ".kb-index"
 
-    def check(self) -> list[str]:
+    def _folder_problems(self) -> list[str]:
         folder = self.config.folder
         if folder is None:
             return ["set folder = \"/path/to/documents\" in [connector.plugins.knowledge_base]"]
@@ -72,32 +72,45 @@ class KnowledgeBaseSkill(Skill):
             return [f"folder {folder} does not exist or is not a directory"]
         if not os.access(folder, os.R_OK | os.X_OK):
             return [f"folder {folder} is not readable by this user"]
-        problems = []
         target = self.index_dir
         existing = next(p for p in (target, *target.parents) if p.exists())  # it is created on first use
         if not os.access(existing, os.W_OK):
-            problems.append(f"index_dir {target} is not writable (set index_dir to a writable place)")
-        try:
-            from .embedder import Embedder
+            return [f"index_dir {target} is not writable (set index_dir to a writable place)"]
+        return []
 
-            embedder = Embedder(threads=1)
-            if embedder.query("测试 test").shape != (embedder.dim,):
-                problems.append("the embedding model returned an unexpected shape")
+    def _embedder(self, threads: int) -> Any:
+        from .embedder import Embedder
+
+        try:
+            return Embedder(threads=threads)
         except Exception as exc:
-            problems.append(f"the embedding model cannot be loaded: {type(exc).__name__}: {exc}")
-        return problems
+            from ..registry import SkillError
+
+            raise SkillError(f"skill 'knowledge_base': the embedding model cannot be loaded: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    def check(self) -> list[str]:
+        problems = self._folder_problems()
+        if problems:
+            return problems
+        try:
+            embedder = self._embedder(threads=1)
+        except Exception as exc:
+            return [str(exc)]
+        if embedder.query("测试 test").shape != (embedder.dim,):
+            return ["the embedding model returned an unexpected shape"]
+        return []
 
     def open_index(self) -> Any:
-        from .embedder import Embedder
         from .index import VectorIndex
 
-        problems = self.check()
+        problems = self._folder_problems()
         if problems:
             from ..registry import SkillError
 
             raise SkillError("skill 'knowledge_base': " + "; ".join(problems))
         assert self.config.folder is not None
-        return VectorIndex(self.config.folder, self.index_dir, Embedder(threads=self.config.threads),
+        return VectorIndex(self.config.folder, self.index_dir, self._embedder(self.config.threads),
                            chunk_chars=self.config.chunk_chars, chunk_overlap=self.config.chunk_overlap)
 
     async def start(self, services: SkillServices) -> None:

