@@ -45,9 +45,9 @@ def citations(passages: Sequence[Passage]) -> str:
     if not quotes:
         return ""
     if not any(quotes.values()):
-        return "\n\n---\n来源 / Sources: " + "; ".join(f"`{s}`" for s in quotes)
+        return "\n\n**来源 / Sources**: " + "; ".join(f"`{s}`" for s in quotes)
     lines = [f"{n}. `{source}`" + (f"：“{quote}”" if quote else "") for n, (source, quote) in enumerate(quotes.items(), 1)]
-    return "\n\n---\n来源 / Sources:\n\n" + "\n".join(lines)
+    return "\n\n**来源 / Sources**\n\n" + "\n".join(lines)
 
 
 class ChatHandler:

@@ -137,13 +137,13 @@ async def test_augment_reaches_the_model_and_sources_are_cited_once() -> None:
     assert messages[-1] == {"role": "user", "content": "How often is the press recalibrated?"}
     final = sink.replies[-1].final
     assert final.startswith("The answer.")
-    assert final.endswith("来源 / Sources: `handbook.pdf (p. 2)`; `canteen.txt`")
+    assert final.endswith("\n\n**来源 / Sources**: `handbook.pdf (p. 2)`; `canteen.txt`")
     # history keeps the question and the answer, not the passages or the citation line
     assert [t.content.strip() for t in await store.load("test:c1")] == ["How often is the press recalibrated?",
                                                                         "The answer."]
     handler.skills = [Quoting(SkillConfig())]
     await handler(msg("When does the canteen open?", n=2))
-    assert sink.replies[-1].final.endswith("来源 / Sources:\n\n1. `canteen.txt`：“Canteen opens at 7.”\n"
+    assert sink.replies[-1].final.endswith("**来源 / Sources**\n\n1. `canteen.txt`：“Canteen opens at 7.”\n"
                                            "2. `menu.txt`")
 
 
@@ -161,4 +161,4 @@ async def test_passages_are_dropped_last_first_when_the_window_is_short() -> Non
     assert len(messages) == 2  # the old exchange went first
     assert "Canteen" not in messages[0]["content"] and "MX-12" not in messages[0]["content"]
     assert "Press HP-400" in messages[0]["content"]
-    assert sink.replies[-1].final.endswith("Sources: `handbook.pdf (p. 2)`")
+    assert sink.replies[-1].final.endswith("Sources**: `handbook.pdf (p. 2)`")

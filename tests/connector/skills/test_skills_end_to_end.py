@@ -71,13 +71,13 @@ def test_knowledge_base_answers_from_the_samples_with_citations(emulator, kb_con
 
     english = send(emulator, app[0], "How often must the HP-400 hydraulic press be recalibrated?", user="ann")
     card = final_card(emulator, english["conversationId"])
-    answer, _, sources = card["texts"]["msgContent"].partition("\n---")
+    answer, _, sources = card["texts"]["msgContent"].partition("**来源 / Sources**")
     assert "450" in answer, answer  # the model's own words: only the shipped PDF says so
     assert "1. `meridian-maintenance-handbook.pdf (p. 2)`：“" in sources and "every 450 operating hours" in sources
 
     chinese = send(emulator, app[0], "出差住宿每晚的报销上限是多少？", user="wei")
     card = final_card(emulator, chinese["conversationId"])
-    answer, _, sources = card["texts"]["msgContent"].partition("\n---")
+    answer, _, sources = card["texts"]["msgContent"].partition("**来源 / Sources**")
     # the citation quotes the sentence that answers (only the shipped DOCX says 680). The embedded 135M model
     # reads Chinese poorly: its own words here are not reliably right, so only that they are Chinese is checked.
     assert "1. `华东工厂差旅报销制度.docx`：“第三条：出差住宿标准为每晚不超过680元" in sources, sources
