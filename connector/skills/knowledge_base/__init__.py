@@ -58,6 +58,7 @@ class KnowledgeBaseSkill(Skill):
         self.last_scan_at: float | None = None
         self._task: asyncio.Task | None = None
         self._scan_lock = asyncio.Lock()
+        self._progress: tuple[int, int] | None = None  # files looked at / files in the folder, while scanning
 
     @property
     def index_dir(self) -> Path:
@@ -129,7 +130,10 @@ class KnowledgeBaseSkill(Skill):
 
     async def rescan(self) -> Any:
         async with self._scan_lock:
-            report = await asyncio.to_thread(self.index.scan)
+            try:
+                report = await asyncio.to_thread(self.index.scan, self._set_progress)
+            finally:
+                self._progress = None
         self.last_scan, self.last_scan_at = report, time.time()
         level = logging.INFO if report.changed or report.failed else logging.DEBUG
         log.log(level, "knowledge base scan: %s", report.summary())
@@ -145,12 +149,21 @@ class KnowledgeBaseSkill(Skill):
                 return
             await asyncio.sleep(self.config.rescan_interval_s)
 
+    def _set_progress(self, done: int, total: int) -> None:
+        self._progress = (done, total)
+
     def status(self) -> dict[str, Any]:
         if self.index is None:
             return {"state": "not started"}
         documents, chunks = self.index.size
-        return {"documents": documents, "chunks": chunks,
-                "state": "ready" if self.last_scan is not None else "indexing"}
+        facts: dict[str, Any] = {"documents": documents, "chunks": chunks,
+                                 "state": "ready" if self.last_scan is not None else "indexing"}
+        progress = self._progress
+        if progress is not None and self.last_scan is None:
+            facts["scanned"] = f"{progress[0]}/{progress[1]} files"
+        if self.last_scan is not None and self.last_scan.failed:
+            facts["unreadable"] = len(self.last_scan.failed)
+        return facts
 
     async def handle(self, ctx: SkillContext) -> SkillResult:
         text = ctx.text
@@ -185,4 +198,8 @@ class KnowledgeBaseSkill(Skill):
         lines += [f"- {rel} ({entry['chunks']} chunks)" for rel, entry in sorted(files.items())[:50]]
         if len(files) > 50:
             lines.append(f"- … {len(files) - 50} more")
+        failed = self.last_scan.failed if self.last_scan is not None else {}
+        if failed:
+            lines += ["", f"**无法读取 / Unreadable**: {len(failed)}"]
+            lines += [f"- {reason}" for _, reason in sorted(failed.items())[:20]]
         return "\n".join(lines)

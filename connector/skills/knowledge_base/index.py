@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,8 +165,10 @@ class VectorIndex:
         vectors = self.embedder.passages([f"{title}\n{t}" for t in texts])
         return vectors, texts, sources
 
-    def scan(self) -> ScanReport:
-        """Bring the index up to date with the folder; embeds only new and changed files. Blocking."""
+    def scan(self, progress: Callable[[int, int], None] | None = None) -> ScanReport:
+        """Bring the index up to date with the folder; embeds only new and changed files. Blocking.
+
+        ``progress(done, total)`` is called after each file (from this thread)."""
         started = time.monotonic()
         report = ScanReport()
         with self._locked():
@@ -178,7 +180,9 @@ class VectorIndex:
             for rel in sorted(set(files) - set(present)):
                 (self.index_dir / files.pop(rel)["store"]).unlink(missing_ok=True)
                 report.removed.append(rel)
-            for rel, path in present.items():
+            for number, (rel, path) in enumerate(present.items()):
+                if progress is not None:
+                    progress(number, len(present))
                 stat = path.stat()
                 entry = files.get(rel)
                 if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
@@ -202,6 +206,8 @@ class VectorIndex:
                               "chunks": len(texts), "store": store}
                 (report.updated if entry else report.added).append(rel)
                 report.chunks_embedded += len(texts)
+            if progress is not None:
+                progress(len(present), len(present))
             manifest["params"] = self.params
             if report.changed or not self.manifest_path.exists() or manifest != self._read_manifest():
                 _atomic_write(self.manifest_path,

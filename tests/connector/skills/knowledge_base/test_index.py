@@ -45,8 +45,10 @@ def sources(index: VectorIndex, question: str) -> list[str]:
 
 def test_questions_find_their_document_in_either_language(folder: Path, tmp_path: Path, embedder) -> None:
     index = VectorIndex(folder, tmp_path / "idx", embedder)
-    report = index.scan()
+    steps: list[tuple[int, int]] = []
+    report = index.scan(progress=lambda done, total: steps.append((done, total)))
     assert sorted(report.added) == sorted(p.name for p in SAMPLES.iterdir()) and not report.failed
+    assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert sources(index, "How often must the HP-400 hydraulic press be recalibrated?") == [
         "meridian-maintenance-handbook.pdf (p. 2)"]
     assert sources(index, "出差住宿每晚的报销上限是多少？") == ["华东工厂差旅报销制度.docx"]

@@ -55,10 +55,14 @@ async def test_commands_list_and_reindex_for_admins_only(skill: KnowledgeBaseSki
     listing = await skill.handle(ctx("/kb"))
     assert isinstance(listing, Answer) and "4 documents" in listing.text and "- it-helpdesk-faq.md" in listing.text
     (skill.config.folder / "new.md").write_text("The loading dock closes at 18:00.")
+    (skill.config.folder / "bad.pdf").write_bytes(b"%PDF-1.4 damaged")
     refused = await skill.handle(ctx("/kb reindex"))
     assert "Only administrators" in refused.text and skill.index.size[0] == 4
     done = await skill.handle(ctx("/kb reindex", admin=True))
-    assert "1 added, 0 updated, 0 removed, 4 unchanged" in done.text and skill.index.size[0] == 5
+    assert "1 added, 0 updated, 0 removed, 4 unchanged, 1 failed" in done.text and skill.index.size[0] == 5
+    assert skill.status()["unreadable"] == 1
+    listing = await skill.handle(ctx("/kb"))
+    assert "**无法读取 / Unreadable**: 1\n- bad.pdf: cannot be read" in listing.text
 
 
 async def test_start_refuses_a_missing_folder_clearly(tmp_path: Path) -> None:
