@@ -42,6 +42,7 @@ class ConnectorApp:
         self.dispatcher: Dispatcher | None = None
         self.replies: DingTalkReplies | None = None
         self.skills: list[Skill] = []
+        self.services: SkillServices | None = None
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self.started_at = time.time()

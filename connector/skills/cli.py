@@ -73,17 +73,10 @@ def _set_enabled(args: argparse.Namespace, value: bool) -> int:
     if value:
         from .registry import verify
 
-        item = verify(_plugins_at(path), [args.name])[0]
+        item = verify(dict(document.unwrap()["connector"]["plugins"]), [args.name])[0]
         for problem in item.problems:
             print(f"  warning: {problem}", file=sys.stderr)
     return 0
-
-
-def _plugins_at(path: Path) -> dict[str, dict[str, Any]]:
-    import tomllib
-
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return dict(data.get("connector", {}).get("plugins", {}))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -177,13 +177,14 @@ class KnowledgeBaseSkill(Skill):
         if not text or text.startswith("/") or self.index is None:
             return None
         started = time.monotonic()
-        hits = await asyncio.to_thread(self.index.search, text, self.config.top_k, self.config.min_score,
-                                     self.config.score_margin, self.config.min_lift)
+        question = await asyncio.to_thread(self.index.embed_question, text)  # once, for search and quotes
+        hits = await asyncio.to_thread(self.index.search, question, self.config.top_k, self.config.min_score,
+                                       self.config.score_margin, self.config.min_lift)
         log.debug("knowledge base: %d passages for %s in %.0f ms (%s)", len(hits), ctx.message.message_id,
                   (time.monotonic() - started) * 1000, ", ".join(f"{h.source} {h.score:.3f}" for h in hits))
         if not hits:
             return None
-        quotes = await asyncio.to_thread(self.index.quotes, text, hits) if self.config.quote else [""] * len(hits)
+        quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote else [""] * len(hits)
         return Augment(self.config.instructions,
                        tuple(Passage(h.text, h.source, h.score, q) for h, q in zip(hits, quotes, strict=True)),
                        max_tokens=self.config.max_tokens)

@@ -89,6 +89,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _contents(manifest: dict[str, Any]) -> dict[str, str]:
+    return {rel: entry["sha256"] for rel, entry in manifest["files"].items()}
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as f:
@@ -115,15 +119,16 @@ class VectorIndex:
     def manifest_path(self) -> Path:
         return self.index_dir / "manifest.json"
 
-    def _read_manifest(self) -> dict[str, Any]:
+    def _read_manifest(self) -> tuple[dict[str, Any], bool]:
+        """The manifest on disk, and whether it is current (False: missing, unreadable, or other parameters)."""
         try:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return {"params": self.params, "files": {}}
+            return {"params": self.params, "files": {}}, False
         if manifest.get("params") != self.params:  # another model or chunking: everything is re-embedded
             log.info("index parameters changed: rebuilding the whole index")
-            return {"params": self.params, "files": {}}
-        return manifest
+            return {"params": self.params, "files": {}}, False
+        return manifest, True
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -172,10 +177,12 @@ class VectorIndex:
         started = time.monotonic()
         report = ScanReport()
         with self._locked():
-            manifest = self._read_manifest()
+            manifest, current = self._read_manifest()  # another replica may have brought it up to date
+            dirty = not current
             files: dict[str, Any] = manifest["files"]
             for rel in [r for r, e in files.items() if not (self.index_dir / e["store"]).exists()]:
                 files.pop(rel)  # its vectors were lost: embedded again below
+                dirty = True
             present = self.documents() if self.folder.is_dir() else {}
             for rel in sorted(set(files) - set(present)):
                 (self.index_dir / files.pop(rel)["store"]).unlink(missing_ok=True)
@@ -192,6 +199,7 @@ class VectorIndex:
                 if entry and entry["sha256"] == digest:  # touched, not changed
                     entry.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
                     report.unchanged += 1
+                    dirty = True
                     continue
                 try:
                     vectors, texts, sources = self._embed_file(rel, path)
@@ -208,18 +216,20 @@ class VectorIndex:
                 report.chunks_embedded += len(texts)
             if progress is not None:
                 progress(len(present), len(present))
-            manifest["params"] = self.params
-            if report.changed or not self.manifest_path.exists() or manifest != self._read_manifest():
+            if dirty or report.changed:
                 _atomic_write(self.manifest_path,
                               lambda f: f.write(json.dumps(manifest, ensure_ascii=False, indent=1).encode()))
+            # the vectors in memory are read again only when the documents behind them changed
+            reload = report.changed or _contents(manifest) != _contents(self.manifest)
             self.manifest = manifest
-            self._load_matrix()
+            if reload:
+                self._load_matrix()
         report.seconds = time.monotonic() - started
         return report
 
     def load(self) -> None:
         """Use what is on disk now (fast start; a scan brings it up to date later)."""
-        self.manifest = self._read_manifest()
+        self.manifest = self._read_manifest()[0]
         self._load_matrix()
 
     def _load_matrix(self) -> None:
@@ -240,14 +250,17 @@ class VectorIndex:
         """(documents, chunks)"""
         return len(self.manifest["files"]), len(self._data[1])
 
-    def search(self, question: str, top_k: int = 3, min_score: float = 0.0, margin: float = 1.0,
+    def embed_question(self, question: str) -> np.ndarray:
+        return self.embedder.query(question)
+
+    def search(self, question: str | np.ndarray, top_k: int = 3, min_score: float = 0.0, margin: float = 1.0,
                lift: float | None = None) -> list[Hit]:
         """The best passages: at least ``min_score``, within ``margin`` of the best one, and (with ``lift``) at
         least that much closer to the question than the closest BACKGROUND sentence."""
         matrix, meta = self._data
         if not meta:
             return []
-        query = self.embedder.query(question)
+        query = self.embedder.query(question) if isinstance(question, str) else question
         scores = matrix @ query
         if lift is not None:
             if self._background is None:
@@ -267,9 +280,9 @@ class VectorIndex:
                 break
         return hits
 
-    def quotes(self, question: str, hits: list[Hit], max_chars: int = 160) -> list[str]:
+    def quotes(self, question: str | np.ndarray, hits: list[Hit], max_chars: int = 160) -> list[str]:
         """For each hit, its sentence closest to the question (cut to ``max_chars``)."""
-        query = self.embedder.query(question)
+        query = self.embedder.query(question) if isinstance(question, str) else question
         out = []
         for hit in hits:
             candidates = sentences(hit.text)
