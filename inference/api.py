@@ -88,6 +88,8 @@ async def version(request: Request) -> JSONResponse:
         "max_model_len": info.max_model_len,
         "device": info.device,
         "dtype": info.dtype,
+        "dtype_reason": info.dtype_reason,
+        "cpu": info.cpu,
         "quantization": info.quantization,
         "max_num_seqs": info.max_num_seqs,
         **{k: v for k, v in info.extra.items() if k in ("torch", "vllm", "transformers")},

@@ -63,6 +63,8 @@ class EngineInfo:
     dtype: str
     quantization: str | None = None
     max_num_seqs: int = 1
+    dtype_reason: str = ""  # why this dtype (the CPU's features, the quantisation, a setting)
+    cpu: str | None = None  # CPU model and the flags that matter, when the model runs on the CPU
     extra: dict[str, str] = field(default_factory=dict)
 
 

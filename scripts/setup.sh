@@ -34,13 +34,15 @@ fi
 
 "$VENV/bin/python" scripts/fetch_default_model.py
 
-# Debian packages the tests use: a real Redis server, a real Chromium for the chat page, and
-# promtool (package prometheus) to check the alert rules.
+# Debian packages the tests use: a real Redis server, a real Chromium for the chat page with a CJK font
+# (without one, Chinese renders as empty boxes in its screenshots), and promtool (package prometheus) to
+# check the alert rules.
 if [ "$want_redis" = 1 ]; then
   missing=""
   command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
   command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
   { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$missing chromium"
+  dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$missing fonts-noto-cjk"
   if [ -n "$missing" ]; then
     echo "[setup] installing:$missing"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

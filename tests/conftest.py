@@ -7,13 +7,34 @@ from urllib.parse import urlparse
 
 import pytest
 
-from .servers import ROOT, ServerProcess, free_port, inference_server
+from .leftovers import MARKER, settle
+from .servers import LIVE, ROOT, ServerProcess, free_port, inference_server
 
 # The dingtalk-stream SDK reads this at import time: fix the emulator's address before any test imports it.
 os.environ.setdefault("DINGTALK_OPENAPI_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+# Every process the tests start inherits this: the session's end finds and stops any left running.
+os.environ[MARKER] = str(os.getpid())
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
 TEST_API_KEY = "sk-test-appliance-0123456789"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop whatever a test left running; a process still there afterwards fails the run."""
+    leaked = list(LIVE)
+    for process in leaked:
+        process.stop()
+    survivors = settle(os.getpid())
+    if not leaked and not survivors:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"stopped at the session's end (a test did not stop it): {getattr(p, 'name', type(p).__name__)}"
+             for p in leaked]
+    lines += [f"still running after the session, killed: {p}" for p in survivors]
+    for line in lines:
+        reporter.write_line(line, red=True) if reporter else print(line)
+    if survivors:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _require_model() -> None:
@@ -32,8 +53,10 @@ def inference(log_dir: Path) -> Iterator[ServerProcess]:
     _require_model()
     server = inference_server("inference-main", max_num_seqs=8, max_waiting=64, max_model_len=2048)
     server.start(log_dir).wait_ready()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +66,10 @@ def small_inference(log_dir: Path) -> Iterator[ServerProcess]:
     server = inference_server("inference-small", max_num_seqs=1, max_waiting=0, api_key=TEST_API_KEY,
                               max_model_len=256)
     server.start(log_dir).wait_ready()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

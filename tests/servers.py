@@ -1,4 +1,12 @@
-"""Start real processes for tests: the inference server on a free port, waited for until ready."""
+"""Start real processes for tests: the inference server on a free port, waited for until ready.
+
+Every process a test starts is stopped whatever happens: `wait_ready` stops a server that failed to
+start (it exits, reports a failed start on /ready, or times out) before raising, every live process is
+kept in `LIVE` so that the session's end stops what a test left behind (tests/conftest.py), and each
+process is started in its own session and stopped as a group, so children (vLLM's engine core) go too.
+Every process the tests start, directly or not, inherits `APPLIANCE_TEST_SESSION` (tests/leftovers.py
+finds them by it).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_TAIL_LINES = 40
+# Processes started and not yet stopped (ServerProcess, RedisServer): stopped at the session's end.
+LIVE: set = set()
 
 
 def free_port() -> int:
@@ -22,7 +33,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: kept in LIVE
 class ServerProcess:
     name: str
     args: list[str]
@@ -44,36 +55,76 @@ class ServerProcess:
         port = ["--port", str(self.port)] if self.port_flag else []
         self.proc = subprocess.Popen([self.python, *self.args, *port], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        LIVE.add(self)
         return self
 
     def wait_ready(self, path: str = "/ready", timeout: float = 180.0) -> ServerProcess:
+        """Wait until `path` answers 200. Fails fast, and stops the server first, when the process exits
+        or the server reports a failed start (`{"status": "failed"}`, the inference server's /ready)."""
+        try:
+            self._wait_ready(path, timeout)
+        except BaseException:
+            self.stop(timeout=10)
+            raise
+        return self
+
+    def _wait_ready(self, path: str, timeout: float) -> None:
+        assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; its last log lines:\n"
+                                   f"{self.log_tail()}")
             try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return self
+                response = httpx.get(self.url + path, timeout=2)
+                if response.status_code == 200:
+                    return
+                if _reports_failure(response):
+                    raise RuntimeError(f"{self.name} failed to start: {response.text}; its last log lines:\n"
+                                       f"{self.log_tail()}")
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"{self.name} not ready after {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"{self.name} not ready after {timeout} s; its last log lines:\n{self.log_tail()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(sig)
+        """Signal the server, wait, then kill its whole process group (children included)."""
+        LIVE.discard(self)
+        if self.proc is None:
+            return None
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+            kill_group(self.proc.pid)
+            return self.proc.returncode
         finally:
             self._log.close()
+
+
+def _reports_failure(response: httpx.Response) -> bool:
+    try:
+        return response.json().get("status") == "failed"
+    except ValueError:
+        return False
+
+
+def kill_group(pid: int) -> None:
+    """Kill what is left of a process group started with start_new_session (e.g. vLLM's engine core)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # The engine the OpenAI-level tests run against: the transformers engine by default; the vLLM stage of

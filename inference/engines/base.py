@@ -30,7 +30,6 @@ class Engine(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Deltas of one sequence; the last one carries finish_reason.
 
-        Closing the iterator early (client gone) aborts the sequence.
+        Closing the iterator early (client gone) aborts the sequence: the one way to cancel, so the
+        engine aborts exactly that sequence and nothing shares its id.
         """
-
-    async def abort(self, request_id: str) -> None: ...

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..cpu import cpu_info
 from ..errors import EngineFailure, InvalidRequest
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
@@ -86,7 +87,6 @@ class TransformersEngine:
         self._incoming: deque[_Sequence] = deque()
         self._waiting: deque[_Sequence] = deque()
         self._batch = DecodeBatch()
-        self._by_id: dict[str, _Sequence] = {}
         self._wakeup = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -177,6 +177,9 @@ class TransformersEngine:
             dtype=str(dtype).removeprefix("torch."),
             quantization=quantization,
             max_num_seqs=settings.max_num_seqs,
+            dtype_reason="set by INFERENCE_DTYPE" if settings.dtype != "auto" else
+            "float16 on the GPU" if want_cuda else "float32 on the CPU: exact on every x86 CPU",
+            cpu=None if want_cuda else cpu_info().describe(),
             extra={"torch": torch.__version__, "threads": str(torch.get_num_threads()),
                    "vocab_size": str(getattr(model.config, "vocab_size", ""))},
         )
@@ -241,7 +244,6 @@ class TransformersEngine:
             request=request, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
             detok=IncrementalDetokenizer(self._decode_tokenizer, request.params.stop), generator=generator,
         )
-        self._by_id[request.request_id] = seq
         self._incoming.append(seq)
         self._wakeup.set()
         try:
@@ -253,16 +255,9 @@ class TransformersEngine:
                 if item.finish_reason is not None:
                     return
         finally:
-            self._by_id.pop(request.request_id, None)
             if not seq.done:
                 seq.aborted = True
                 self._wakeup.set()
-
-    async def abort(self, request_id: str) -> None:
-        seq = self._by_id.get(request_id)
-        if seq is not None and not seq.done:
-            seq.aborted = True
-            self._wakeup.set()
 
     # ---- engine thread -----------------------------------------------------------------
 

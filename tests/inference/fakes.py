@@ -64,6 +64,3 @@ class FakeEngine:
             self.running.discard(request.request_id)
             if not done:
                 self.aborted.append(request.request_id)
-
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)

@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inference.cpu import cpu_info
+
 from ..conftest import DEFAULT_MODEL
 from ..servers import ROOT, ServerProcess
 
@@ -45,17 +47,24 @@ def test_w8a8_report_and_format(w8a8: Path) -> None:
 
 
 def test_w8a8_served_by_the_vllm_engine(w8a8: Path, log_dir: Path) -> None:
+    """Served in the dtype this CPU's int8 kernel needs (bfloat16 with AMX, float32 without), and right."""
     if not VLLM_PYTHON.exists():
         pytest.skip("no .venv-vllm (make test-vllm creates it)")
     server = ServerProcess("inference-w8a8", ["-m", "inference"], python=str(VLLM_PYTHON),
                            env={"INFERENCE_ENGINE": "vllm", "INFERENCE_MODEL_PATH": str(w8a8),
                                 "INFERENCE_MAX_MODEL_LEN": "1024"})
-    server.start(log_dir).wait_ready(timeout=300)
+    server.start(log_dir).wait_ready(timeout=300)  # stops the server and fails at once if its start fails
     try:
-        assert httpx.get(server.url + "/version").json()["quantization"] == "compressed-tensors"
+        version = httpx.get(server.url + "/version").json()
+        assert version["quantization"] == "compressed-tensors"
+        cpu = cpu_info()
+        assert version["dtype"] == ("bfloat16" if cpu.amx else "float32"), (cpu.describe(), version)
+        assert version["cpu"] == cpu.describe() and version["dtype_reason"]
+        assert f"dtype {version['dtype']} ({version['dtype_reason']})" in server.log()  # the choice is logged
         reply = httpx.post(server.url + "/v1/chat/completions", timeout=120, json={
             "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16,
             "temperature": 0}).json()
-        assert reply["usage"]["completion_tokens"] > 0 and reply["choices"][0]["message"]["content"].strip()
+        assert reply["usage"]["completion_tokens"] > 0
+        assert "Paris" in reply["choices"][0]["message"]["content"], reply
     finally:
         server.stop()

@@ -79,3 +79,17 @@ def test_person_chats_and_watches_the_card_stream(emulator, browser, tmp_path: P
         page.wait_for_selector(".undelivered", timeout=10_000)
     finally:
         bot.stop()
+
+
+def test_the_test_browser_renders_chinese(browser) -> None:
+    """Without a CJK font every Chinese character is drawn as the same empty box, so two different
+    strings of three characters give the same pixels."""
+    page = browser.new_page()
+    page.set_content("<canvas id=c width=200 height=40></canvas>")
+    draw = """text => {
+        const ctx = document.getElementById('c').getContext('2d');
+        ctx.clearRect(0, 0, 200, 40); ctx.font = '24px sans-serif'; ctx.fillText(text, 4, 30);
+        return Array.from(ctx.getImageData(0, 0, 200, 40).data).join(',');
+    }"""
+    assert page.evaluate(draw, "排队中") != page.evaluate(draw, "前面还"), \
+        "Chinese renders as empty boxes in the test browser: install a CJK font (Debian's fonts-noto-cjk)"
