@@ -10,6 +10,13 @@ latency. Reports p50/p90/p99, request and output-token throughput, and goodput
 Arrival: --concurrency N (fixed concurrency, closed loop) or --request-rate R
 (Poisson; --burstiness 0 = fixed rate). --sweep 1,2,4,8 runs a concurrency sweep.
 
+--compare ours,vllm-cpu,ours-vllm starts each server alone, in turn, on the embedded model in fp32
+(scripts/bench_targets.py), runs the same load against it, stops it, and prints the ratios of ours
+to vLLM-CPU's own server. Every table names the CPU and the flags that pick kernels.
+
+    python scripts/bench.py --compare ours,vllm-cpu,ours-vllm --sweep 1,8 --num-prompts 16 \
+        --json bench-results/compare.json
+
     python scripts/bench.py --base-url http://127.0.0.1:8000/v1 --sweep 1,8 \\
         --num-prompts 16 --input-len 64 --output-len 64 --json out.json --png out.png
 """
@@ -286,6 +293,51 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def machine() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from inference.cpu import cpu_info
+
+    cpu = cpu_info()
+    return {"cpu": cpu.describe(), **cpu.as_dict(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    if args.sweep:
+        return [asyncio.run(run_load(args, int(c), None)) for c in args.sweep.split(",")]
+    if args.request_rate:
+        return [asyncio.run(run_load(args, None, args.request_rate))]
+    return [asyncio.run(run_load(args, args.concurrency or 1, None))]
+
+
+def compare(args: argparse.Namespace) -> dict[str, list[dict]]:
+    from bench_targets import Running, ratios, targets
+
+    known = targets()
+    names = [n.strip() for n in args.compare.split(",")]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown --compare target(s) {unknown}; choose from {', '.join(known)}")
+    results: dict[str, list[dict]] = {}
+    for name in names:
+        target = known[name]
+        print(f"\n-- starting {target.label} alone", flush=True)
+        with Running(target, Path(args.log_dir)) as server:
+            args.base_url, args.model = server.url + "/v1", None
+            results[target.label] = run_all(args)
+        print_table(target.label, results[target.label])
+    reference = known["vllm-cpu"].label
+    if reference in results:
+        print(f"\n== ratios to {reference} on {machine()['cpu']} (throughput: higher is better; TTFT: lower)")
+        for name in names:
+            label = known[name].label
+            if label != reference:
+                for r in ratios(results, label, reference):
+                    print(f"  {label:<36} c={r['concurrency']:<3} throughput x{r['throughput_ratio']:.2f}  "
+                          f"TTFT p50 x{r['ttft_p50_ratio']:.2f}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
@@ -310,32 +362,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
     p.add_argument("--json", type=Path, default=None, help="write results here (merged with an existing file)")
     p.add_argument("--png", type=Path, default=None, help="chart of every run in the JSON file")
+    p.add_argument("--compare", default=None, help="start these servers in turn and compare: ours,vllm-cpu,ours-vllm")
+    p.add_argument("--log-dir", default="bench-results/logs", help="server logs of --compare")
     args = p.parse_args(argv)
 
-    label = args.label or args.base_url
-    runs = []
-    if args.sweep:
-        for concurrency in [int(x) for x in args.sweep.split(",")]:
-            runs.append(asyncio.run(run_load(args, concurrency, None)))
-    elif args.request_rate:
-        runs.append(asyncio.run(run_load(args, None, args.request_rate)))
+    print(f"machine: {machine()['cpu']}", flush=True)
+    if args.compare:
+        results = compare(args)
     else:
-        runs.append(asyncio.run(run_load(args, args.concurrency or 1, None)))
-    print_table(label, runs)
+        label = args.label or args.base_url
+        results = {label: run_all(args)}
+        print_table(label, results[label])
 
     if args.json:
         existing = json.loads(args.json.read_text()) if args.json.exists() else {"runs": {}}
-        existing["runs"][label] = runs
-        existing["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
-                               "processor": platform.processor()}
-        existing.setdefault("config", {})[label] = {k: (str(v) if isinstance(v, Path) else v)
-                                                   for k, v in vars(args).items() if k != "api_key"}
+        existing["runs"].update(results)
+        existing["machine"] = machine()
+        for label in results:
+            existing.setdefault("config", {})[label] = {k: (str(v) if isinstance(v, Path) else v)
+                                                       for k, v in vars(args).items() if k != "api_key"}
         args.json.write_text(json.dumps(existing, indent=2))
         if args.png:
             plot(existing["runs"], args.png)
     elif args.png:
-        plot({label: runs}, args.png)
-    return 0 if all(r["failed"] == 0 for r in runs) else 1
+        plot(results, args.png)
+    return 0 if all(r["failed"] == 0 for runs in results.values() for r in runs) else 1
 
 
 if __name__ == "__main__":

