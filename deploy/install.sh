@@ -53,10 +53,23 @@ if [ "$rollback" = 1 ]; then
 fi
 
 [ -n "$wheelhouse" ] && [ -d "$wheelhouse" ] || { echo "--wheelhouse DIR is required (see build-wheelhouse.sh)" >&2; exit 2; }
+[ -f "$HERE/constraints-gpu.txt" ] || { echo "$HERE/constraints-gpu.txt is missing: copy all of deploy/" >&2; exit 2; }
 wheel=$(ls "$wheelhouse"/onprem_assistant-*.whl 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$wheel" ] || { echo "no onprem_assistant wheel in $wheelhouse" >&2; exit 2; }
 version=$(basename "$wheel" | cut -d- -f2)
 release="$PREFIX/releases/$version-$(date +%Y%m%d%H%M%S)"
+
+# vLLM's kernels come from Triton, which compiles a small C module at the first model load (on a T4 also
+# for its attention backend): a C compiler and the Python headers must be on the server (see Dockerfile.gpu).
+if [[ ",$extras," == *",gpu,"* ]]; then
+  include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  if ! printf '#include <Python.h>\nint main(void) { return 0; }\n' \
+       | "${CC:-gcc}" -fsyntax-only -I"$include" -x c - >/dev/null 2>&1; then
+    msg="no C compiler or no Python headers ($include/Python.h): vLLM's Triton kernels cannot be built;"
+    msg="$msg install them first: apt-get install gcc libc6-dev python3-dev"
+    if [ "$dry" = 1 ]; then say "would stop: $msg"; else echo "$msg" >&2; exit 1; fi
+  fi
+fi
 
 say "user and folders"
 if ! id "$USER_NAME" >/dev/null 2>&1; then
@@ -66,10 +79,10 @@ run install -d -m 0755 "$PREFIX/releases"
 run install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$STATE" "$STATE/models"
 run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
 
-say "release $version in $release (offline, from $wheelhouse)"
+say "release $version in $release (offline, from $wheelhouse, versions from $HERE/constraints-gpu.txt)"
 run python3 -m venv "$release/venv"
-run "$release/venv/bin/pip" install --no-index --find-links "$wheelhouse" --upgrade pip
-run "$release/venv/bin/pip" install --no-index --find-links "$wheelhouse" "$wheel[$extras]"
+run "$release/venv/bin/pip" install --no-index --find-links "$wheelhouse" -c "$HERE/constraints-gpu.txt" --upgrade pip
+run "$release/venv/bin/pip" install --no-index --find-links "$wheelhouse" -c "$HERE/constraints-gpu.txt" "$wheel[$extras]"
 run cp "$HERE/../README.md" "$release/README.md" 2>/dev/null || true
 
 say "configuration (kept if present)"

@@ -58,7 +58,22 @@ def test_dockerfile_rules() -> None:
     assert "HEALTHCHECK" in text and "/ready" in text
     assert ":latest" not in text and re.search(r"ARG CUDA_IMAGE=nvidia/cuda:\d+\.\d+\.\d+-runtime", text)
     assert "COPY models" not in text and 'VOLUME ["/models"]' in text
-    assert re.search(r'"vllm==[\d.]+"', text)
+    # versions come from the lock (tests/deploy/test_constraints.py checks it against this file)
+    assert "COPY deploy/constraints-gpu.txt" in text and "-c deploy/constraints-gpu.txt" in text
+    assert re.search(r'pip install [^\n]*-c deploy/constraints-gpu\.txt "\.\[gpu,kb\]"', text)
+
+
+def test_dockerfile_runtime_stage_can_build_triton_launchers() -> None:
+    """Triton compiles a C module at the first model load (the attention backend on a T4): the image that
+    runs needs a C compiler, libc headers and Python.h for its Python."""
+    text = (ROOT / "Dockerfile.gpu").read_text()
+    runtime = text[[m.start() for m in re.finditer(r"^FROM ", text, re.M)][-1]:]
+    python = re.search(r"\bpython3\.(\d+)\b", runtime)
+    assert python, "the runtime stage installs no python3.X"
+    installs = " ".join(re.findall(r"apt-get install ([^&\n]+)", runtime)).split()
+    for package in ("gcc", "libc6-dev", f"python3.{python.group(1)}-dev"):
+        assert package in installs, f"the runtime stage lacks {package}"
+    assert "Triton" in runtime  # the comment says why a compiler is in a runtime image
 
 
 def test_dockerfile_passes_hadolint() -> None:
