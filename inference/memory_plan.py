@@ -393,6 +393,7 @@ def plan_for(shape: ModelShape, free_bytes: int, *, method: str = "fp16", vram_b
             f"sm80); this card is {capability[0]}.{capability[1]}" if need else
             f"is not one this plan knows ({', '.join(KV_DTYPES)})"))
     fixed = Options(method=method, lm_head_quantized=lm_head_quantized, max_num_seqs=want_seqs or Options.max_num_seqs)
+    min_context = min(min_context, want_len)  # an explicitly shorter window needs no more than itself
     plans = [_plan(shape, total, free_bytes, o, want_len, min_context)
              for o in candidates(total, fixed, eager=enforce_eager, batched=max_num_batched_tokens,
                                  kv_cache_dtype=kv_cache_dtype, capability=capability)]

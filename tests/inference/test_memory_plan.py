@@ -89,6 +89,11 @@ def test_int8_7b_on_a_16gb_t4() -> None:
     assert plan.engine_arguments()["kv_cache_memory_bytes"] == 15520 * 512 * 1024
 
 
+def test_a_shorter_window_asked_for_keeps_the_fp16_kv_cache() -> None:
+    plan = plan_for(LLAMA, CARD_8GB, method="w8a8", want_model_len=512)
+    assert plan.fits and plan.max_model_len == 512 and plan.options.kv_cache_dtype == "auto" and plan.kv_tokens == 752
+
+
 def test_max_num_seqs_is_not_capped_by_the_kv_pool_and_fp8_kv_needs_sm89() -> None:
     plan = plan_for(LLAMA, CARD_8GB, method="w8a8", want_seqs=64)
     assert plan.fits and plan.max_num_seqs == 64 and plan.overhead.sampler == 64 * 32000 * 23
