@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-vllm test-w8a8 test-fast doctor bench setup clean
+.PHONY: run test test-vllm test-w8a8 test-fast doctor gpu-smoke bench setup clean
 
 run:            ## set up (first time) and start the appliance on the embedded default model
 	@scripts/setup.sh
@@ -28,6 +28,9 @@ test-fast:      ## unit tests only (no model, no servers)
 
 doctor:         ## check the GPU, the model folder and the memory plan before the first start
 	$(PY) -m inference.doctor
+
+gpu-smoke:      ## GPU self-check: tokens/s at 1 and 16 streams, TTFT of a 512-token prompt, peak VRAM vs the plan
+	$(PY) -m inference.doctor --smoke
 
 bench:          ## benchmark the server (see docs/benchmarks.md)
 	$(PY) scripts/bench.py --help
