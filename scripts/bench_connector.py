@@ -18,20 +18,15 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import free_port, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_model(port: int, tokens: int) -> None:
@@ -61,13 +56,6 @@ def fake_model(port: int, tokens: int) -> None:
         return StreamingResponse(gen(), media_type="text/event-stream")
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round((len(ordered) - 1) * q / 100)))]
 
 
 def main() -> int:
@@ -195,9 +183,9 @@ def main() -> int:
         "model": args.model, "messages": args.messages, "rate": args.rate, "conversations": args.conversations,
         "card_qps_budget": args.card_qps, "finalized": len(done), "elapsed_s": round(elapsed, 2),
         "messages_per_s": round(len(done) / elapsed, 1),
-        "to_first_card_call_ms": {"p50": round(pct(first_call, 50) * 1000, 1), "p99": round(pct(first_call, 99) * 1000, 1)},
-        "to_first_text_ms": {"p50": round(pct(first_text, 50) * 1000, 1), "p99": round(pct(first_text, 99) * 1000, 1)},
-        "to_final_ms": {"p50": round(pct(final, 50) * 1000, 1), "p99": round(pct(final, 99) * 1000, 1)},
+        "to_first_card_call_ms": {"p50": round(percentile(first_call, 50) * 1000, 1), "p99": round(percentile(first_call, 99) * 1000, 1)},
+        "to_first_text_ms": {"p50": round(percentile(first_text, 50) * 1000, 1), "p99": round(percentile(first_text, 99) * 1000, 1)},
+        "to_final_ms": {"p50": round(percentile(final, 50) * 1000, 1), "p99": round(percentile(final, 99) * 1000, 1)},
         "card_calls": len(times), "busiest_second_card_calls": busiest, "non_200_calls": len(errors),
     }
     print(json.dumps(result, indent=2))

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from _common import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -49,12 +47,6 @@ def targets(model: Path = MODEL, max_model_len: int = 4096) -> dict[str, Target]
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Running:
     """One target started on a free port; `with` stops it (and its children) whatever happens."""
 
@@ -74,24 +66,12 @@ class Running:
                                      cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:
-            self._wait_ready()
+            wait_http(self.url + self.target.ready_path, timeout=self.timeout, proc=self.proc,
+                      what=f"{self.target.name} (log: {self.log_path})")
         except BaseException:
             self.__exit__()
             raise
         return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target.name} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(self.url + self.target.ready_path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.target.name} not ready after {self.timeout:.0f} s; see {self.log_path}")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:

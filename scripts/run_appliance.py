@@ -17,23 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+from _common import wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with code {proc.returncode}; see its log above")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    sys.exit(f"{what} was not ready after {timeout:.0f} s")
+    try:
+        wait_http(url, timeout=timeout, proc=proc, what=what)
+    except RuntimeError as exc:
+        sys.exit(f"{exc}; see its log above")
+    except TimeoutError as exc:
+        sys.exit(str(exc))
 
 
 def main() -> int:

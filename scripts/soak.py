@@ -16,21 +16,15 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from _common import free_port, percentile, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -38,23 +32,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} not ready")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round((len(ordered) - 1) * q / 100)))] if ordered else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             "socket_dropped": dropped,
             "rss_mib": {k: {"start": round(rss_start[k], 1), "end": round(rss_end[k], 1),
                             "growth": round(rss_end[k] - rss_start[k], 1)} for k in rss_start},
-            "first_token_s": {"p50": round(pct(first_token, 50), 3), "p99": round(pct(first_token, 99), 3)},
-            "final_s": {"p50": round(pct(final, 50), 3), "p99": round(pct(final, 99), 3)},
+            "first_token_s": {"p50": round(percentile(first_token, 50), 3), "p99": round(percentile(first_token, 99), 3)},
+            "final_s": {"p50": round(percentile(final, 50), 3), "p99": round(percentile(final, 99), 3)},
         }
         print(json.dumps(result, indent=2))
         if args.json:
