@@ -1,5 +1,9 @@
 """The connector's copy of the appliance's configuration-file reader (the connector never imports inference).
 
+Kept apart on purpose, and kept equal by tests/test_config_file.py: the connector talks to the model
+only over the OpenAI API and imports nothing of inference/, and the fixed top-level layout has no third
+package for the two to share. Change both files together.
+
 Where it is read from: $APPLIANCE_CONFIG, else ./appliance.toml, else /etc/appliance/appliance.toml
 (the first that exists). Shared by both processes; neither imports the other's package for it.
 """

@@ -49,3 +49,13 @@ def test_invalid_configuration_names_the_key(tmp_path: Path, module: str, body: 
                          timeout=60)
     assert run.returncode != 0
     assert expected in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_the_two_readers_stay_equal() -> None:
+    """connector/config_file.py is a copy of inference/config_file.py (the connector imports nothing of
+    inference): the code below their docstrings must stay the same."""
+    def code(path: Path) -> str:
+        text = path.read_text()
+        return text[text.index('"""', 3) + 3:]
+
+    assert code(ROOT / "connector" / "config_file.py") == code(ROOT / "inference" / "config_file.py")
