@@ -76,7 +76,7 @@ def check_driver(report: Report, gpu: GpuInfo, torch: object, *, wants_gpu: bool
     cuda = getattr(torch, "cuda_tuple", None)
     if torch is None:
         (report.problems if wants_gpu else report.warnings).append(
-            "torch is not installed in this environment: the GPU engines need it (pip install -e '.[gpu]')")
+            "torch is not installed in this environment: the GPU engines need it (pip install -c deploy/constraints-gpu.txt -e '.[gpu]')")
         return
     if cuda is None:
         best = _best_variant(gpu)

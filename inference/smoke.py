@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import inspect
 import json
 import os
 import shutil
@@ -44,59 +43,35 @@ SHORT_PROMPT_TOKENS = 32
 FILLER = ("The appliance answers the questions of a company's staff from a model that runs on one card in "
           "the company's own server room, so that no document ever leaves the building. ")
 CPU_NOTE = "ran on the CPU (no GPU used by the engine): figures are CPU figures; memory is peak RSS, not VRAM"
-PLAN_TOTAL_NAMES = ("total_bytes", "predicted_bytes", "total_predicted_bytes", "predicted_total_bytes")
 
 
-# ---- the memory plan, through one adapter (inference/memory_plan.py is being reworked) ---------------
-def _read(plan: Any, *names: str) -> int | None:
-    """The first of `names` the plan offers (attribute, mapping key, or as_dict() entry) as an int."""
-    as_dict = None if isinstance(plan, dict) else getattr(plan, "as_dict", None)
-    sources = [plan, as_dict()] if callable(as_dict) else [plan]
-    for name in names:
-        for source in sources:
-            value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return int(value)
-    return None
-
-
+# ---- the memory plan ------------------------------------------------------------------------------
 def plan_prediction(config: dict[str, Any], free_bytes: int, method: str, *, total_bytes: int | None = None,
                     kv_dtype_bytes: int = 2, model_len: int | None = None, seqs: int | None = None,
                     eager: bool | None = None, run_tokens: int = 0,
                     preallocated_kv_bytes: int | None = None) -> dict[str, Any]:
-    """The memory plan for this run, called the way the engine calls it (arguments its signature lacks
-    are left out), and the limit the measurement is held to. preallocated_kv_bytes: None for an engine
-    that grows its KV cache (limit: weights + runtime + KV for `run_tokens`), -1 for one that allocates
-    the plan's KV cache at start (vLLM on a GPU; limit: the plan's total), or the bytes it reserves."""
+    """The memory plan for this run, called as the engine calls it, and the limit the measurement is held
+    to. preallocated_kv_bytes: None for an engine that grows its KV cache (limit: weights + runtime + KV
+    for `run_tokens`), -1 for one that allocates the plan's KV cache at start (vLLM on a GPU; limit: the
+    plan's total), or the bytes it reserves."""
     from . import memory_plan
 
-    shape, lm_head = memory_plan.shape_from_config(config), False
-    with contextlib.suppress(Exception):  # the checkpoint's own quantisation, where the plan reads it
-        method, lm_head = memory_plan.method_of(config, method)
-    wanted = {"method": method, "lm_head_quantized": lm_head, "want_model_len": model_len, "want_seqs": seqs,
-              "total_bytes": total_bytes, "vram_bytes": total_bytes, "enforce_eager": eager}
-    accepted = [n for n, p in inspect.signature(memory_plan.plan_for).parameters.items() if p.kind == p.KEYWORD_ONLY]
-    plan = memory_plan.plan_for(shape, free_bytes, **{k: v for k, v in wanted.items()
-                                                      if k in accepted and v is not None})
-    weights = _read(plan, "weight_bytes", "weights_bytes")
-    overhead = _read(plan, "overhead_bytes", "runtime_bytes") or 0
-    try:
-        per_token: int | None = int(memory_plan.kv_bytes_per_token(shape, kv_dtype_bytes))
-    except Exception:
-        per_token = _read(plan, "kv_bytes_per_token")
-    total = _read(plan, *PLAN_TOTAL_NAMES)
-    if total is None and weights is not None:
-        total = weights + overhead + (_read(plan, "kv_cache_bytes", "kv_budget_bytes") or 0)
-    run = weights + overhead + per_token * run_tokens if weights is not None and per_token is not None else None
-    if preallocated_kv_bytes == -1 or run is None:
-        limit, basis = total, "the plan's total: weights + runtime + the KV cache allocated at start"
+    shape = memory_plan.shape_from_config(config)
+    method, lm_head = memory_plan.method_of(config, method)
+    plan = memory_plan.plan_for(shape, free_bytes, method=method, lm_head_quantized=lm_head, vram_bytes=total_bytes,
+                                want_model_len=model_len, want_seqs=seqs, enforce_eager=eager)
+    weights, overhead = plan.weight_bytes, plan.overhead_bytes
+    per_token = memory_plan.kv_bytes_per_token(shape, kv_dtype_bytes)
+    run = weights + overhead + per_token * run_tokens
+    if preallocated_kv_bytes == -1:
+        limit, basis = plan.total_bytes, "the plan's total: weights + runtime + the KV cache allocated at start"
     elif preallocated_kv_bytes:
         limit, basis = weights + overhead + preallocated_kv_bytes, "weights + runtime + the KV space reserved"
     else:
         limit, basis = run, f"weights + runtime + KV cache for this run's {run_tokens} tokens"
     return {"method": method, "free_bytes": free_bytes, "weight_bytes": weights, "overhead_bytes": overhead,
-            "kv_bytes_per_token": per_token, "total_bytes": total, "run_bytes": run, "limit_bytes": limit,
-            "basis": basis, "fits": getattr(plan, "fits", None)}
+            "kv_bytes_per_token": per_token, "total_bytes": plan.total_bytes, "run_bytes": run,
+            "limit_bytes": limit, "basis": basis, "fits": plan.fits}
 
 
 def weight_method(dtype: str, quantization: str | None) -> str:
@@ -363,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.synthetic and args.fmt == "w8a8" and importlib.util.find_spec("vllm") is None:
         result.update(verdict="SKIP", reasons=["w8a8 (compressed-tensors int8) is served by vLLM only, and vLLM is "
-                                               "not installed in this environment (pip install -e '.[gpu]')"])
+                                               "not installed in this environment (pip install -c deploy/constraints-gpu.txt -e '.[gpu]')"])
         print(("" if args.json else f"RESULT: SKIP\n  - {result['reasons'][0]}\n") + json.dumps(result))
         return 3
     workdir = Path(tempfile.mkdtemp(prefix="smoke-", dir=args.workdir)) if args.synthetic else None

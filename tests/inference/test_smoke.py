@@ -93,29 +93,13 @@ def test_plan_limits_follow_the_engine() -> None:
     assert fp32["kv_bytes_per_token"] == 2 * 4 * 4 * 64 * 4  # K and V, 4 layers, 4 heads of 64, float32
 
 
-def test_plan_adapter_reads_other_plan_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict = {}
-
-    def old_plan_for(shape, vram_bytes, *, method="fp16", want_seqs=None):  # fewer arguments, no total
-        seen.update(vram=vram_bytes, method=method, want_seqs=want_seqs)
-        return SimpleNamespace(weight_bytes=100, overhead_bytes=10, kv_budget_bytes=1000, kv_bytes_per_token=2,
-                               fits=True)
-
-    monkeypatch.setattr(memory_plan, "plan_for", old_plan_for)
-    monkeypatch.delattr(memory_plan, "method_of", raising=False)
-    monkeypatch.setattr(memory_plan, "kv_bytes_per_token", lambda *a: 1 / 0)  # falls back to the plan's figure
-    plan = smoke.plan_prediction(synthetic_config("tiny"), 5000, "w8a8", seqs=4, model_len=99, total_bytes=6000,
-                                 run_tokens=5, preallocated_kv_bytes=-1)
-    assert seen == {"vram": 5000, "method": "w8a8", "want_seqs": 4}
-    assert plan["total_bytes"] == 1110 and plan["limit_bytes"] == 1110 and plan["run_bytes"] == 120
-
-    class AsDict:
-        def as_dict(self) -> dict:
-            return {"weight_bytes": 7, "total_bytes": 70, "kv_bytes_per_token": 1}
-
-    monkeypatch.setattr(memory_plan, "plan_for", lambda shape, free, **kwargs: AsDict())
-    plan = smoke.plan_prediction(synthetic_config("tiny"), 5000, "fp16", preallocated_kv_bytes=-1)
-    assert plan["total_bytes"] == 70 and plan["limit_bytes"] == 70
+def test_plan_prediction_limits_by_how_the_engine_holds_its_kv_cache() -> None:
+    config, free = synthetic_config("llama-7b"), int(15 * memory_plan.GIB)
+    grows = smoke.plan_prediction(config, free, "fp16", total_bytes=free, run_tokens=2560)
+    allocates = smoke.plan_prediction(config, free, "fp16", total_bytes=free, preallocated_kv_bytes=-1)
+    assert grows["limit_bytes"] == grows["weight_bytes"] + grows["overhead_bytes"] + 2560 * 512 * 1024
+    assert allocates["limit_bytes"] == allocates["total_bytes"] > grows["limit_bytes"]
+    assert allocates["fits"] and "allocated at start" in allocates["basis"]
 
 
 def test_weight_method_names() -> None:
