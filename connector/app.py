@@ -16,6 +16,7 @@ from .core.handler import ChatHandler, HandlerHooks
 from .core.middleware import allowlist, chain, dedup, message_policy, rate_limit
 from .core.model import ModelClient
 from .core.ratelimit import SlidingWindowLimiter
+from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
 from .dingtalk.openapi import DingTalkAPI
 from .dingtalk.replies import DingTalkReplies, ReplyHooks
@@ -67,14 +68,13 @@ class ConnectorApp:
         else:
             context_store = MemoryContextStore(s.context_ttl_s, s.context_max_turns)
             dedup_store = MemoryDedupStore(s.dedup_ttl_s)
+        retry = RetryPolicy.from_settings(s)
         model = ModelClient(s.model_base_url, s.model_api_key.get_secret_value(), self.http, model=s.model_name,
                             temperature=s.temperature, max_tokens=s.max_tokens, timeout_s=s.model_timeout_s,
-                            connect_timeout_s=s.model_connect_timeout_s)
+                            connect_timeout_s=s.model_connect_timeout_s, retry=retry)
         api = DingTalkAPI(endpoint=s.openapi_endpoint, client_id=s.client_id,
                           client_secret=s.client_secret.get_secret_value(), http=self.http, card_qps=s.card_qps,
-                          attempts=s.retry_attempts, backoff_factor=s.retry_backoff_factor,
-                          base_delay_s=s.retry_base_delay_s,
-                          on_call=lambda api, outcome: m.api_calls.labels(api, outcome).inc())
+                          retry=retry, on_call=lambda api, outcome: m.api_calls.labels(api, outcome).inc())
         self.replies = DingTalkReplies(api, s, ReplyHooks(
             on_reply=lambda path: m.replies.labels(path).inc(),
             on_first_card_call=m.to_first_card_call.observe,
@@ -102,7 +102,7 @@ class ConnectorApp:
         self.dispatcher = Dispatcher(pipeline, max_in_flight=s.max_in_flight, max_backlog=s.max_backlog)
         self.transport = StreamTransport(
             client_id=s.client_id, client_secret=s.client_secret.get_secret_value(), on_message=self.on_message,
-            heartbeat_interval_s=s.heartbeat_interval_s, max_backoff_s=s.reconnect_max_backoff_s,
+            heartbeat_interval_s=s.heartbeat_interval_s, reconnect_policy=RetryPolicy.reconnect(s),
             on_state=lambda state: m.reconnects.inc() if state == "reconnect" else None)
         m.gauges(backlog=lambda: self.dispatcher.backlog if self.dispatcher else 0,
                  in_flight=lambda: self.dispatcher.in_flight if self.dispatcher else 0,

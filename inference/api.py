@@ -42,9 +42,9 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     serving.ensure_ready()
     serving.check_model(body.model)
     if body.messages is not None:
-        ids = serving.engine.tokenize_chat(chat_turns(body.messages), body.add_generation_prompt)
+        ids = serving.tokenize_chat(chat_turns(body.messages), body.add_generation_prompt)
     elif body.prompt is not None:
-        ids = serving.engine.tokenize_text(body.prompt)
+        ids = serving.tokenize_text(body.prompt)
     else:
         from .errors import InvalidRequest
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 
 class InferenceError(Exception):
@@ -66,27 +67,36 @@ class MethodNotAllowed(InferenceError):
     pass
 
 
-# The one table: error class -> (HTTP status, OpenAI error type). Most specific first.
-ERROR_TABLE: tuple[tuple[type[InferenceError], int, str], ...] = (
-    (ContextLengthExceeded, 400, "invalid_request_error"),
-    (InvalidRequest, 400, "invalid_request_error"),
-    (AuthenticationFailed, 401, "authentication_error"),
-    (ModelNotFound, 404, "invalid_request_error"),
-    (NotFound, 404, "not_found_error"),
-    (MethodNotAllowed, 405, "invalid_request_error"),
-    (PayloadTooLarge, 413, "invalid_request_error"),
-    (Overloaded, 429, "rate_limit_error"),
-    (NotReady, 503, "service_unavailable_error"),
-    (EngineFailure, 500, "server_error"),
-    (InferenceError, 500, "server_error"),
-)
+# The one table: error class -> (HTTP status, OpenAI error type). Row order does not matter: the most
+# specific class of an error wins (`most_specific` walks its MRO).
+ERROR_TABLE: dict[type[InferenceError], tuple[int, str]] = {
+    InferenceError: (500, "server_error"),
+    InvalidRequest: (400, "invalid_request_error"),
+    ContextLengthExceeded: (400, "invalid_request_error"),
+    AuthenticationFailed: (401, "authentication_error"),
+    NotFound: (404, "not_found_error"),
+    ModelNotFound: (404, "invalid_request_error"),
+    MethodNotAllowed: (405, "invalid_request_error"),
+    PayloadTooLarge: (413, "invalid_request_error"),
+    Overloaded: (429, "rate_limit_error"),
+    NotReady: (503, "service_unavailable_error"),
+    EngineFailure: (500, "server_error"),
+}
+
+T = TypeVar("T")
+
+
+def most_specific(table: Mapping[type, T], error: BaseException) -> T | None:
+    """The row of the error's most specific class in `table`, whatever the rows' order (the error's MRO
+    is walked, as httpx's map_exceptions picks the most specific mapping); None when no class matches."""
+    for cls in type(error).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
 
 
 def status_and_type(error: InferenceError) -> tuple[int, str]:
-    for cls, status, kind in ERROR_TABLE:
-        if isinstance(error, cls):
-            return status, kind
-    return 500, "server_error"
+    return most_specific(ERROR_TABLE, error) or (500, "server_error")
 
 
 def error_body(error: InferenceError) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,16 +10,31 @@ from typing import Any
 import httpx
 import openai
 
+from .retry import RetryPolicy, parse_retry_after
+
 log = logging.getLogger("connector.model")
+
+RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError)  # full, not up, 5xx
 
 
 class ModelError(Exception):
     """The model could not answer (server down, error mid-stream, timeout)."""
 
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable, self.retry_after = retryable, retry_after
+
+    @classmethod
+    def from_openai(cls, exc: openai.OpenAIError) -> ModelError:
+        response = getattr(exc, "response", None)
+        return cls(_describe_error(exc), retryable=isinstance(exc, RETRYABLE),
+                   retry_after=parse_retry_after(response.headers.get("retry-after")) if response is not None else None)
+
 
 class ModelClient:
     def __init__(self, base_url: str, api_key: str, http: httpx.AsyncClient, *, model: str | None,
-                 temperature: float, max_tokens: int, timeout_s: float, connect_timeout_s: float) -> None:
+                 temperature: float, max_tokens: int, timeout_s: float, connect_timeout_s: float,
+                 retry: RetryPolicy) -> None:
         self.base_url = base_url.rstrip("/")
         self.root_url = self.base_url.removesuffix("/v1")
         self._http = http
@@ -31,6 +45,7 @@ class ModelClient:
         self._window_checked = 0.0
         self.temperature, self.max_tokens = temperature, max_tokens
         self._headers = {"Authorization": f"Bearer {api_key}"}
+        self.retry = retry
 
     async def _describe(self) -> None:
         models = await self._client.models.list()
@@ -73,21 +88,16 @@ class ModelClient:
     async def stream_chat(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str]:
         """Content deltas. Closing the iterator closes the HTTP stream, which cancels the generation."""
         model = await self.model_id()
-        attempt = 0
-        while True:
+
+        async def open_stream() -> Any:
             try:
-                stream = await self._client.chat.completions.create(
+                return await self._client.chat.completions.create(
                     model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
                     max_tokens=max_tokens or self.max_tokens)
-                break
-            except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as exc:
-                attempt += 1  # full (429), not up yet, or 5xx: retried, 3 attempts, backoff factor 1.5
-                if attempt >= 3:
-                    raise ModelError(_describe_error(exc)) from exc
-                retry_after = _retry_after(exc)
-                await asyncio.sleep(retry_after if retry_after is not None else 0.5 * 1.5 ** (attempt - 1))
             except openai.OpenAIError as exc:
-                raise ModelError(_describe_error(exc)) from exc
+                raise ModelError.from_openai(exc) from exc
+
+        stream = await self.retry.run(open_stream)  # full (429), not up yet, or 5xx: retried by the policy
         try:
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
@@ -114,14 +124,6 @@ class ModelClient:
         except httpx.HTTPError as exc:
             report["health"] = f"unreachable ({type(exc).__name__})"
         return report
-
-
-def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    try:
-        return min(10.0, float(response.headers["retry-after"])) if response is not None else None
-    except (KeyError, ValueError):
-        return None
 
 
 def _describe_error(exc: Exception) -> str:

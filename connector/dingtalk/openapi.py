@@ -1,15 +1,16 @@
-"""DingTalk OpenAPI client: access token, retries (3 attempts, backoff factor 1.5), app-wide card budget.
+"""DingTalk OpenAPI client: access token, the shared retry policy, app-wide card budget.
 
-Retried: HTTP 429, QPS-limit 403s, 5xx and network errors. Never retried:
-permission errors (logged once, naming the missing scope), bad parameters, an
-unpublished template.
+Calls follow ``core.retry.RetryPolicy`` (by default 3 attempts in all, that is one try
+and two retries, backoff factor 1.5, honouring Retry-After). Retried: HTTP 429,
+QPS-limit 403s, 5xx and network errors. Never retried: permission errors (logged
+once, naming the missing scope), bad parameters, an unpublished template. A 401
+refreshes the access token once per call, without spending an attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,15 +18,18 @@ from typing import Any
 import httpx
 
 from ..core.ratelimit import TokenBucket
+from ..core.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("connector.dingtalk.api")
 
 
 class DingTalkAPIError(Exception):
-    def __init__(self, status: int, code: str, message: str, required_scopes: list[str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, required_scopes: list[str] | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
         self.required_scopes = required_scopes or []
+        self.retry_after = retry_after  # seconds, when the server sent Retry-After
 
     @property
     def qps_limited(self) -> bool:
@@ -60,8 +64,7 @@ class DingTalkAPIError(Exception):
 
 class DingTalkAPI:
     def __init__(self, *, endpoint: str, client_id: str, client_secret: str, http: httpx.AsyncClient,
-                 card_qps: float, attempts: int, backoff_factor: float, base_delay_s: float,
-                 on_call: Callable[[str, str], None] | None = None) -> None:
+                 card_qps: float, retry: RetryPolicy, on_call: Callable[[str, str], None] | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._client_id = client_id
         self._secret = client_secret
@@ -69,7 +72,7 @@ class DingTalkAPI:
         # at most `card_qps` calls in any one-second window: burst + refill per second stays within the budget
         burst = max(1.0, card_qps * 0.2)
         self.bucket = TokenBucket(rate=max(0.5, card_qps * 0.95 - burst), capacity=burst)
-        self.attempts, self.backoff_factor, self.base_delay_s = attempts, backoff_factor, base_delay_s
+        self.retry = retry
         self._token: str | None = None
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
@@ -97,37 +100,38 @@ class DingTalkAPI:
     async def call(self, method: str, path: str, body: dict[str, Any], *, budgeted: bool = True) -> dict[str, Any]:
         """One OpenAPI call with the retry policy; card and robot calls draw on the app-wide budget."""
         refreshed = False
-        attempt = 0
-        while True:
-            if budgeted:
-                await self.bucket.acquire()
-            try:
-                token = await self.token()
-                r = await self._http.request(method, self.endpoint + path, json=body, timeout=10.0,
-                                             headers={"x-acs-dingtalk-access-token": token})
-                if r.status_code == 401 and not refreshed:
-                    refreshed = True
-                    await self.token(refresh=True)
-                    continue
-                if r.status_code == 200:
-                    self._on_call(path, "ok")
-                    return _json(r)
-                payload = _json(r)
-                detail = payload.get("accessdenieddetail") or {}
-                error = DingTalkAPIError(r.status_code, str(payload.get("code", r.status_code)),
-                                         str(payload.get("message", "")), detail.get("requiredScopes"))
-            except DingTalkAPIError as exc:
-                error = exc
-            except httpx.HTTPError as exc:
-                error = DingTalkAPIError(0, "network", type(exc).__name__)
-            self._on_call(path, error.kind)
-            attempt += 1
-            if error.permission:
-                self._report_permission(path, error)
-            if not error.retryable or attempt >= self.attempts:
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal refreshed
+            while True:
+                if budgeted:
+                    await self.bucket.acquire()  # every attempt, retries included, counts against the budget
+                try:
+                    token = await self.token()
+                    r = await self._http.request(method, self.endpoint + path, json=body, timeout=10.0,
+                                                 headers={"x-acs-dingtalk-access-token": token})
+                    if r.status_code == 401 and not refreshed:
+                        refreshed = True
+                        await self.token(refresh=True)
+                        continue
+                    if r.status_code == 200:
+                        self._on_call(path, "ok")
+                        return _json(r)
+                    payload = _json(r)
+                    detail = payload.get("accessdenieddetail") or {}
+                    error = DingTalkAPIError(r.status_code, str(payload.get("code", r.status_code)),
+                                             str(payload.get("message", "")), detail.get("requiredScopes"),
+                                             parse_retry_after(r.headers.get("retry-after")))
+                except DingTalkAPIError as exc:
+                    error = exc
+                except httpx.HTTPError as exc:
+                    error = DingTalkAPIError(0, "network", type(exc).__name__)
+                self._on_call(path, error.kind)
+                if error.permission:
+                    self._report_permission(path, error)
                 raise error
-            delay = self.base_delay_s * (self.backoff_factor ** (attempt - 1))
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+        return await self.retry.run(attempt)
 
     def _report_permission(self, path: str, error: DingTalkAPIError) -> None:
         scopes = ", ".join(error.required_scopes) or "unknown"
@@ -139,22 +143,22 @@ class DingTalkAPI:
 
     async def post_webhook(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         """The sessionWebhook (no token; answers HTTP 200 with errcode). Retries network and 5xx errors."""
-        attempt = 0
-        while True:
+
+        async def attempt() -> dict[str, Any]:
             try:
                 r = await self._http.post(url, json=body, timeout=10.0)
                 if r.status_code < 500:
                     payload = _json(r)
                     self._on_call("sessionWebhook", "ok" if payload.get("errcode") == 0 else "client")
                     return payload
-                error = DingTalkAPIError(r.status_code, "server", "webhook 5xx")
+                error = DingTalkAPIError(r.status_code, "server", "webhook 5xx",
+                                         retry_after=parse_retry_after(r.headers.get("retry-after")))
             except httpx.HTTPError as exc:
                 error = DingTalkAPIError(0, "network", type(exc).__name__)
             self._on_call("sessionWebhook", error.kind)
-            attempt += 1
-            if attempt >= self.attempts:
-                raise error
-            await asyncio.sleep(self.base_delay_s * (self.backoff_factor ** (attempt - 1)) * random.uniform(0.8, 1.2))
+            raise error
+
+        return await self.retry.run(attempt)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from urllib.parse import quote_plus
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from ..core.retry import RetryPolicy
 from ..types import IncomingMessage
 
 log = logging.getLogger("connector.dingtalk.transport")
@@ -64,7 +64,7 @@ def parse_chatbot_message(data: dict[str, Any], delivery_id: str, received_at: f
 
 class StreamTransport:
     def __init__(self, *, client_id: str, client_secret: str, on_message: Callable[[IncomingMessage], None],
-                 heartbeat_interval_s: float, max_backoff_s: float,
+                 heartbeat_interval_s: float, reconnect_policy: RetryPolicy,
                  on_state: Callable[[str], None] | None = None) -> None:
         import dingtalk_stream  # reads DINGTALK_OPENAPI_ENDPOINT at import: main() sets it first
 
@@ -74,7 +74,7 @@ class StreamTransport:
         self._on_message = on_message
         self._on_state = on_state or (lambda state: None)
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.max_backoff_s = max_backoff_s
+        self.reconnect_policy = reconnect_policy
         self._ws: Any = None
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -82,7 +82,7 @@ class StreamTransport:
         self.reconnects = 0
 
     async def run(self) -> None:
-        backoff = 1.0
+        delays = self.reconnect_policy.backoff()  # exponential with jitter, up to reconnect_max_backoff_s
         try:
             while not self._stopping:
                 opened_at = time.monotonic()
@@ -92,16 +92,15 @@ class StreamTransport:
                 self.reconnects += 1
                 self._on_state("reconnect")
                 if time.monotonic() - opened_at >= STABLE_AFTER_S:
-                    backoff = 1.0
+                    delays.reset()
                 if immediate:
                     continue
-                delay = random.uniform(backoff / 2, backoff)  # exponential backoff with jitter
+                delay = next(delays)
                 log.info("reconnecting in %.1f s", delay)
                 try:
                     await asyncio.wait_for(self._stopped.wait(), delay)
                 except TimeoutError:
                     pass
-                backoff = min(self.max_backoff_s, backoff * 2)
         finally:
             self.connected = False
 

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from ..cpu import cpu_info
-from ..errors import EngineFailure, InvalidRequest
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 from .batch import DecodeBatch, left_padded
 from .detokenizer import IncrementalDetokenizer
+from .errors import EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, PromptEmpty
 from .sampling import sample_next_tokens
 
 log = logging.getLogger("inference.engine")
@@ -191,7 +191,7 @@ class TransformersEngine:
         self._wakeup.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
-        self._fail_all(EngineFailure("The engine was shut down."))
+        self._fail_all(EngineNotRunning("The engine was shut down."))
         self._alive = False
         self._model = None
 
@@ -221,7 +221,7 @@ class TransformersEngine:
 
     def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
         if not getattr(self._tokenizer, "chat_template", None):
-            raise InvalidRequest("This model has no chat template; use /v1/completions.", param="messages")
+            raise ModelHasNoChatTemplate()
         text = self._tokenizer.apply_chat_template(
             [{"role": t.role, "content": t.content} for t in turns],
             add_generation_prompt=add_generation_prompt, tokenize=False,
@@ -233,9 +233,9 @@ class TransformersEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         if not self._alive:
-            raise EngineFailure("The engine is not running.")
+            raise EngineNotRunning("The engine is not running.")
         if not request.prompt_token_ids:
-            raise InvalidRequest("The prompt is empty.", param="prompt")
+            raise PromptEmpty()
         generator = None
         if request.params.seed is not None and not request.params.greedy:
             generator = torch.Generator()
@@ -293,7 +293,7 @@ class TransformersEngine:
 
     @staticmethod
     def _fail(seqs: Sequence[_Sequence], exc: Exception, outbox: list) -> None:
-        error = EngineFailure(f"generation failed: {type(exc).__name__}")
+        error = GenerationFailed(f"generation failed: {type(exc).__name__}")
         for seq in list(seqs):
             if not seq.done:
                 seq.done = True

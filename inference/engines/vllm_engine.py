@@ -19,19 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cpu import CpuInfo, cpu_info
-from ..errors import EngineFailure, InvalidRequest
 from ..gpu import GpuInfo, first_gpu
 from ..memory_plan import (GIB, MIN_VRAM_BYTES, describe_alternative, method_of, plan_for, read_config,
                            shape_from_config)
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
+from .errors import EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, StartupError
 from .loading import QuantScheme, folder_quantization
 
 log = logging.getLogger("inference.engine.vllm")
-
-
-class StartupError(RuntimeError):
-    """The model cannot be served on this machine; the message names the numbers."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ class VLLMEngine:
 
     def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
         if not getattr(self._tokenizer, "chat_template", None):
-            raise InvalidRequest("This model has no chat template; use /v1/completions.", param="messages")
+            raise ModelHasNoChatTemplate()
         text = self._tokenizer.apply_chat_template([{"role": t.role, "content": t.content} for t in turns],
                                                    add_generation_prompt=add_generation_prompt, tokenize=False)
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -219,7 +215,7 @@ class VLLMEngine:
         from vllm.sampling_params import RequestOutputKind
 
         if self._engine is None:
-            raise EngineFailure("The engine is not running.")
+            raise EngineNotRunning("The engine is not running.")
         p = request.params
         params = SamplingParams(
             n=1, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else 0, seed=p.seed,
@@ -248,7 +244,7 @@ class VLLMEngine:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise EngineFailure(f"generation failed: {type(exc).__name__}") from exc
+            raise GenerationFailed(f"generation failed: {type(exc).__name__}") from exc
         finally:
             self._active.discard(request_id)
             if not finished and self._engine is not None:

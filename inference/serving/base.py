@@ -13,8 +13,9 @@ from ..errors import ContextLengthExceeded, EngineFailure, InvalidRequest, Model
 from ..metrics import Metrics
 from ..protocol import _SamplingFields
 from ..settings import InferenceSettings
-from ..types import GenerationDelta, GenerationRequest, SamplingParams
+from ..types import ChatTurn, GenerationDelta, GenerationRequest, SamplingParams
 from .admission import AdmissionController
+from .errors import engine_errors
 from .streams import merge_indexed
 
 log = logging.getLogger("inference.serving")
@@ -74,6 +75,16 @@ class OpenAIServing:
     def max_model_len(self) -> int:
         return self.engine.info().max_model_len
 
+    # ---- the engine, its errors mapped to HTTP errors ---------------------------------
+
+    def tokenize_chat(self, turns: list[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
+        with engine_errors():
+            return self.engine.tokenize_chat(turns, add_generation_prompt)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        with engine_errors():
+            return self.engine.tokenize_text(text)
+
     def sampling_params(self, req: _SamplingFields, prompt_len: int, max_tokens: int | None,
                         what: str = "messages") -> list[SamplingParams]:
         """One SamplingParams per choice (n), after the context-length check."""
@@ -119,11 +130,12 @@ class OpenAIServing:
         clocks = [RequestClock() for _ in params]
         iterators = [self.engine.generate(GenerationRequest(f"{request_id}-{i}", prompt, p))
                      for i, p in enumerate(params)]
-        async for index, delta in merge_indexed(iterators):
-            self._observe(clocks[index], delta)
-            yield index, delta
-            if self.state.drain_deadline is not None and time.monotonic() > self.state.drain_deadline:
-                raise EngineFailure("The server is shutting down; the generation was stopped.")
+        with engine_errors():
+            async for index, delta in merge_indexed(iterators):
+                self._observe(clocks[index], delta)
+                yield index, delta
+                if self.state.drain_deadline is not None and time.monotonic() > self.state.drain_deadline:
+                    raise EngineFailure("The server is shutting down; the generation was stopped.")
 
     def _observe(self, clock: RequestClock, delta: GenerationDelta) -> None:
         now = time.perf_counter()

@@ -29,7 +29,7 @@ class ServingChat(OpenAIServing):
         model = self.check_model(req.model)
         if req.logprobs:
             raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
-        prompt = tuple(self.engine.tokenize_chat(chat_turns(req.messages)))
+        prompt = tuple(self.tokenize_chat(chat_turns(req.messages)))
         params = self.sampling_params(req, len(prompt), req.max_completion_tokens or req.max_tokens)
         request_id = new_id("chatcmpl")
         slot = self.admission.acquire(len(params))

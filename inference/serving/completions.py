@@ -32,7 +32,7 @@ class ServingCompletion(OpenAIServing):
         vocab = None
         for item in items:
             if isinstance(item, str):
-                prompts.append((tuple(self.engine.tokenize_text(item)), item))
+                prompts.append((tuple(self.tokenize_text(item)), item))
             else:
                 if not item:
                     raise InvalidRequest("a token prompt must not be empty.", param="prompt")

@@ -5,10 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from inference.errors import EngineFailure
+from inference.engines.errors import GenerationFailed
 from inference.types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+class NoGpu:
+    """A GpuMonitor with no GPU."""
+
+    available = False
+
+    def read(self) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 class FakeEngine:
@@ -54,7 +66,7 @@ class FakeEngine:
         try:
             for i in range(request.params.max_tokens):
                 if self.fail_after is not None and i == self.fail_after:
-                    raise EngineFailure("generation failed: boom")
+                    raise GenerationFailed("generation failed: boom")
                 await asyncio.sleep(self.delay)
                 last = i + 1 == request.params.max_tokens
                 done = last

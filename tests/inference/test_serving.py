@@ -11,24 +11,14 @@ import pytest
 from inference.app import create_app
 from inference.settings import InferenceSettings
 
-from .fakes import FakeEngine
+from .fakes import FakeEngine, NoGpu
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
-class _NoGpu:
-    available = False
-
-    def read(self) -> list:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
 async def _client(engine: FakeEngine, **settings: object):
     settings.setdefault("warmup", False)
-    app = create_app(InferenceSettings(served_model_name="fake-model", **settings), engine, gpus=_NoGpu())
+    app = create_app(InferenceSettings(served_model_name="fake-model", **settings), engine, gpus=NoGpu())
     ctx = app.router.lifespan_context(app)
     await ctx.__aenter__()
     for _ in range(100):
