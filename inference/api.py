@@ -92,5 +92,6 @@ async def version(request: Request) -> JSONResponse:
         "cpu": info.cpu,
         "quantization": info.quantization,
         "max_num_seqs": info.max_num_seqs,
-        **{k: v for k, v in info.extra.items() if k in ("torch", "vllm", "transformers")},
+        **{name: version for name, version in (("torch", info.torch), ("vllm", info.vllm),
+                                               ("transformers", info.transformers)) if version},
     })

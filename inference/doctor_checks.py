@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engines.loading import model_location, scheme_from_config
 from .gpu import GpuInfo
 from .memory_plan import (GIB, MIN_VRAM_BYTES, describe_alternative, method_of, plan_for, shape_from_config,
                           weight_bytes)
@@ -132,13 +133,15 @@ def _variant_fix(gpu: GpuInfo, below: tuple[int, int] | None = None) -> str:
 
 def check_model(report: Report, path: Path) -> dict | None:
     report.section(f"Model: {path}")
-    if path.is_file() and path.suffix == ".gguf":
-        report.info(f"GGUF file, {path.stat().st_size / 2**20:.0f} MiB (the transformers engine dequantises it on load; "
-                    "vLLM needs a safetensors folder)")
-        return None
-    if not path.is_dir():
+    try:
+        _, gguf = model_location(path)
+    except FileNotFoundError:
         report.problems.append(f"the model path {path} does not exist (set INFERENCE_MODEL_PATH, or run "
                                "scripts/fetch_default_model.py for the embedded default)")
+        return None
+    if gguf:
+        report.info(f"GGUF file, {path.stat().st_size / 2**20:.0f} MiB (the transformers engine dequantises it on "
+                    "load; vLLM needs a safetensors folder)")
         return None
     config_path = path / "config.json"
     try:
@@ -174,8 +177,8 @@ def check_model(report: Report, path: Path) -> dict | None:
         report.warnings.append("PyTorch .bin weights: convert to safetensors for faster, safer loading")
     else:
         report.problems.append(f"no weights in {path} (model.safetensors or an index with shards)")
-    quant = (config.get("quantization_config") or {}).get("quant_method")
-    report.info(f"quantisation: {quant or 'none'}")
+    scheme = scheme_from_config(config)
+    report.info(f"quantisation: {scheme.method if scheme else 'none'}")
     return config
 
 

@@ -74,11 +74,14 @@ def plan_prediction(config: dict[str, Any], free_bytes: int, method: str, *, tot
             "limit_bytes": limit, "basis": basis, "fits": plan.fits}
 
 
+# EngineInfo.quantization (bnb-int8 quantised on load, or a folder's quant_method) -> the memory plan's method
+PLAN_METHODS = {"bnb-int8": "bnb-int8", "bitsandbytes": "bnb-int8", "w8a8": "w8a8", "compressed-tensors": "w8a8"}
+
+
 def weight_method(dtype: str, quantization: str | None) -> str:
     """The memory plan's name for how the engine holds the weights."""
-    quant = (quantization or "").lower()
-    if quant in ("bnb-int8", "w8a8") or "bitsandbytes" in quant or "compressed" in quant:
-        return "w8a8" if quant == "w8a8" or "compressed" in quant else "bnb-int8"
+    if method := PLAN_METHODS.get((quantization or "").lower()):
+        return method
     return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(dtype, "fp16")
 
 
@@ -276,7 +279,7 @@ async def _check(settings: InferenceSettings, args: argparse.Namespace, result: 
                               quantization=info.quantization, max_model_len=info.max_model_len,
                               max_num_seqs=info.max_num_seqs)
                 prompt_tokens = max(1, min(args.prompt_tokens, info.max_model_len - args.max_tokens - 1))
-                vocab = int(config.get("vocab_size") or info.extra.get("vocab_size") or 1 << 30)
+                vocab = int(config.get("vocab_size") or info.vocab_size or 1 << 30)
                 result.update(await run_workload(engine, args.streams, prompt_tokens, args.max_tokens, vocab))
             finally:
                 await engine.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 FinishReason = Literal["stop", "length", "abort"]
@@ -65,7 +65,12 @@ class EngineInfo:
     max_num_seqs: int = 1
     dtype_reason: str = ""  # why this dtype (the CPU's features, the quantisation, a setting)
     cpu: str | None = None  # CPU model and the flags that matter, when the model runs on the CPU
-    extra: dict[str, str] = field(default_factory=dict)
+    vocab_size: int | None = None  # token ids at or above it are refused
+    threads: int | None = None  # CPU threads torch uses (the transformers engine)
+    gpu: str | None = None  # the card's name, when the model runs on one
+    torch: str | None = None  # library versions, shown by /version
+    transformers: str | None = None
+    vllm: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,26 +13,22 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..cpu import cpu_info
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 from .batch import DecodeBatch, left_padded
 from .detokenizer import IncrementalDetokenizer
 from .errors import EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, PromptEmpty
+from .loading import load_transformers, unloaded_info
 from .sampling import sample_next_tokens
 
 log = logging.getLogger("inference.engine")
-
-DEFAULT_MAX_MODEL_LEN = 4096
 
 
 @dataclass(eq=False)
@@ -50,26 +46,6 @@ class _Sequence:
     @property
     def prompt_len(self) -> int:
         return len(self.request.prompt_token_ids)
-
-
-def _folder_quantization(path: Path) -> str | None:
-    """The quant_method a saved folder declares (bitsandbytes, compressed-tensors, ...), or None."""
-    config = path / "config.json"
-    if not path.is_dir() or not config.exists():
-        return None
-    import json
-
-    method = (json.loads(config.read_text()).get("quantization_config") or {}).get("quant_method")
-    return str(method) if method else None
-
-
-def resolve_model_location(path: Path) -> tuple[str, dict[str, Any]]:
-    """A folder, or a .gguf file (loaded through transformers' GGUF reader)."""
-    if path.is_file() and path.suffix == ".gguf":
-        return str(path.parent), {"gguf_file": path.name}
-    if path.is_dir():
-        return str(path), {}
-    raise FileNotFoundError(f"model path {path} is neither a model folder nor a .gguf file")
 
 
 class TransformersEngine:
@@ -109,82 +85,12 @@ class TransformersEngine:
         self._thread.start()
 
     def _load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        settings = self._settings
-        if settings.num_threads:
-            torch.set_num_threads(settings.num_threads)
-        location, extra = resolve_model_location(settings.model_path)
-        want_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
-        if want_cuda and not torch.cuda.is_available():
-            raise RuntimeError("INFERENCE_DEVICE=cuda but torch sees no CUDA device")
-        device = torch.device("cuda" if want_cuda else "cpu")
-        if settings.dtype == "auto":
-            dtype = torch.float16 if want_cuda else torch.float32
-        else:
-            dtype = getattr(torch, settings.dtype)
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, **extra}
-        quantization = None
-        prequantized = _folder_quantization(settings.model_path)
-        if prequantized == "bitsandbytes" and not want_cuda:
-            kwargs["device_map"] = {"": "cpu"}  # a bnb-int8 folder (scripts/quantize.py) loads as it was saved
-        if settings.quantization == "bnb-int8" and prequantized is None:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-            quantization = "bnb-int8"
-        if want_cuda:
-            kwargs["device_map"] = {"": 0}
-        elif quantization:
-            kwargs["device_map"] = {"": "cpu"}
-        log.info("loading %s on %s (%s)", settings.model_path, device, str(dtype).removeprefix("torch."))
-        started = time.perf_counter()
-        self._tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
-        self._decode_tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-        model.eval()
-        if not want_cuda and not quantization:
-            model.to(device)
-        existing = getattr(model.config, "quantization_config", None)
-        if quantization is None and existing is not None:
-            method = getattr(existing, "quant_method", None) or (
-                existing.get("quant_method") if isinstance(existing, dict) else "quantized")
-            quantization = str(getattr(method, "value", method))
-        self._model = model
-        self._device = device
-
-        eos: set[int] = set()
-        for source in (model.generation_config.eos_token_id, self._tokenizer.eos_token_id):
-            if isinstance(source, int):
-                eos.add(source)
-            elif isinstance(source, (list, tuple)):
-                eos.update(int(x) for x in source)
-        self._eos = frozenset(eos)
-        pad = self._tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else (min(eos) if eos else 0)
-
-        model_len = int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN))
-        if settings.max_model_len and settings.max_model_len > model_len:
-            raise ValueError(f"INFERENCE_MAX_MODEL_LEN={settings.max_model_len} exceeds the model's "
-                             f"max_position_embeddings={model_len}")
-        self._max_model_len = settings.max_model_len or min(model_len, DEFAULT_MAX_MODEL_LEN)
-        self._info = EngineInfo(
-            engine="transformers",
-            model_name=settings.model_name,
-            model_path=str(settings.model_path),
-            max_model_len=self._max_model_len,
-            device=str(device),
-            dtype=str(dtype).removeprefix("torch."),
-            quantization=quantization,
-            max_num_seqs=settings.max_num_seqs,
-            dtype_reason="set by INFERENCE_DTYPE" if settings.dtype != "auto" else
-            "float16 on the GPU" if want_cuda else "float32 on the CPU: exact on every x86 CPU",
-            cpu=None if want_cuda else cpu_info().describe(),
-            extra={"torch": torch.__version__, "threads": str(torch.get_num_threads()),
-                   "vocab_size": str(getattr(model.config, "vocab_size", ""))},
-        )
-        log.info("model loaded in %.1f s: max_model_len=%d max_num_seqs=%d", time.perf_counter() - started,
-                 self._max_model_len, settings.max_num_seqs)
+        loaded = load_transformers(self._settings)
+        self._model, self._device = loaded.model, loaded.device
+        self._tokenizer, self._decode_tokenizer = loaded.tokenizer, loaded.decode_tokenizer
+        self._eos, self._pad_id = loaded.eos, loaded.pad_id
+        self._max_model_len = loaded.info.max_model_len
+        self._info = loaded.info
 
     async def close(self) -> None:
         self._stopping = True
@@ -198,11 +104,7 @@ class TransformersEngine:
     # ---- protocol ----------------------------------------------------------------------
 
     def info(self) -> EngineInfo:
-        if self._info is None:
-            return EngineInfo(engine="transformers", model_name=self._settings.model_name,
-                              model_path=str(self._settings.model_path), max_model_len=0,
-                              device="unloaded", dtype="unloaded", max_num_seqs=self._settings.max_num_seqs)
-        return self._info
+        return self._info or unloaded_info("transformers", self._settings)
 
     def stats(self) -> EngineStats:
         return EngineStats(

