@@ -19,12 +19,15 @@ from .errors import InferenceError, InvalidRequest, MethodNotAllowed, NotFound, 
 from .gpu import GpuMonitor
 from .metrics import Metrics
 from .middleware import GuardMiddleware
-from .protocol import ModelCard, ModelList
 from .serving.admission import AdmissionController
 from .serving.base import ServerState
 from .serving.chat import ServingChat
 from .serving.completions import ServingCompletion
+from .serving.drain import Drain
+from .serving.models import ServingModels
+from .serving.status import ServingStatus
 from .serving.streams import ClientDisconnected
+from .serving.tokenize import ServingTokenize
 from .settings import InferenceSettings
 from .types import ChatTurn, GenerationRequest, SamplingParams
 
@@ -72,7 +75,7 @@ async def _boot(app: FastAPI, engine: Engine, settings: InferenceSettings, state
 
 
 def create_app(settings: InferenceSettings, engine: Engine, *, gpus: GpuMonitor | None = None) -> FastAPI:
-    state = ServerState()
+    state = ServerState(drain=Drain(settings.drain_timeout_s))
     admission = AdmissionController(settings.max_num_seqs, settings.max_waiting)
     gpu_monitor = gpus if gpus is not None else GpuMonitor()
     metrics = Metrics(engine.stats, lambda: admission.in_flight, gpu_monitor, engine.info)
@@ -95,15 +98,12 @@ def create_app(settings: InferenceSettings, engine: Engine, *, gpus: GpuMonitor 
     app.state.server_state = state
     app.state.metrics = metrics
     app.state.admission = admission
+    app.state.drain = state.drain
     app.state.serving_chat = ServingChat(engine, settings, metrics, admission, state)
     app.state.serving_completion = ServingCompletion(engine, settings, metrics, admission, state)
-    created = int(time.time())
-
-    def model_list() -> ModelList:
-        return ModelList(data=[ModelCard(id=settings.model_name, created=created,
-                                         max_model_len=engine.info().max_model_len)])
-
-    app.state.model_list = model_list
+    app.state.serving_tokenize = ServingTokenize(engine, settings, metrics, admission, state)
+    app.state.serving_models = ServingModels(engine, settings)
+    app.state.serving_status = ServingStatus(engine, state)
 
     @app.exception_handler(InferenceError)
     async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
@@ -134,9 +134,10 @@ def create_app(settings: InferenceSettings, engine: Engine, *, gpus: GpuMonitor 
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(InferenceError("Internal server error."))
 
-    from .api import router
+    from .api import openai_api, operations
 
-    app.include_router(router)
+    app.include_router(openai_api)
+    app.include_router(operations)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(GuardMiddleware, metrics=metrics, api_key=api_key, max_body_bytes=settings.max_body_bytes)
     return app

@@ -51,18 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     from .engines import build_engine
 
     app = create_app(settings, build_engine(settings))
-    state = app.state.server_state
+    drain = app.state.drain  # SIGTERM's graceful stop: inference/serving/drain.py
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
-            # SIGTERM: refuse new requests (503), let running streams finish until the drain deadline,
-            # then they end with an error chunk and [DONE]; uvicorn waits a little longer than that.
-            state.start_draining(settings.drain_timeout_s)
+            drain.start()
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=settings.log_level == "debug",
-                            timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5)
+                            access_log=settings.log_level == "debug", timeout_graceful_shutdown=drain.graceful_shutdown_s)
     Server(config).run()
 
 

@@ -5,35 +5,35 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..engines.base import Engine
-from ..errors import ContextLengthExceeded, EngineFailure, InvalidRequest, ModelNotFound, NotReady
+from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, NotReady
 from ..metrics import Metrics
 from ..protocol import _SamplingFields
 from ..settings import InferenceSettings
 from ..types import ChatTurn, GenerationDelta, GenerationRequest, SamplingParams
-from .admission import AdmissionController
+from .admission import AdmissionController, Slot
+from .drain import Drain
 from .errors import engine_errors
-from .streams import merge_indexed
+from .streams import guarded_sse, merge_indexed, unless_disconnected
 
+T = TypeVar("T")
 log = logging.getLogger("inference.serving")
 
 
 @dataclass
 class ServerState:
+    drain: Drain
     ready: bool = False
     failure: str | None = None
-    drain_deadline: float | None = None  # set on SIGTERM: monotonic time by which streams must end
-
-    def start_draining(self, seconds: float) -> None:
-        if self.drain_deadline is None:
-            self.drain_deadline = time.monotonic() + seconds
-
-    @property
-    def draining(self) -> bool:
-        return self.drain_deadline is not None
 
 
 @dataclass
@@ -57,8 +57,7 @@ class OpenAIServing:
     # ---- checks ----------------------------------------------------------------------
 
     def ensure_ready(self) -> None:
-        if self.state.draining:
-            raise NotReady("The server is shutting down; retry on another instance or in a moment.")
+        self.state.drain.refuse_new()
         if not self.state.ready:
             if self.state.failure:
                 raise NotReady(f"The model failed to load: {self.state.failure}")
@@ -134,8 +133,24 @@ class OpenAIServing:
             async for index, delta in merge_indexed(iterators):
                 self._observe(clocks[index], delta)
                 yield index, delta
-                if self.state.drain_deadline is not None and time.monotonic() > self.state.drain_deadline:
-                    raise EngineFailure("The server is shutting down; the generation was stopped.")
+                self.state.drain.check_deadline()
+
+    async def respond(self, raw: Request, sequences: int, request_id: str, *, stream: bool,
+                      sse: Callable[[], AsyncIterator[str]], body: Callable[[], Awaitable[dict]]) -> Response:
+        """The one response path of chat and text completions: admit `sequences`, then answer with SSE
+        events (`sse`) or one JSON body (`body`).
+
+        The admission slot is released in one place, `_holding`, when the work that needs it is over:
+        for JSON once the body is built (every sequence has finished or, the client gone, been
+        cancelled; the next request need not wait for the bytes to be sent); for SSE when the whole
+        ASGI response is over, however it ends (last event, error chunk, client gone), which also
+        covers a stream whose body iterator never started (a `finally` inside the generator would
+        not run then).
+        """
+        slot = self.admission.acquire(sequences)
+        if stream:
+            return _SSEResponse(guarded_sse(sse(), request_id), slot)
+        return JSONResponse(await _holding(slot, unless_disconnected(raw, body())))
 
     def _observe(self, clock: RequestClock, delta: GenerationDelta) -> None:
         now = time.perf_counter()
@@ -156,3 +171,23 @@ class OpenAIServing:
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
+
+
+async def _holding(slot: Slot, work: Awaitable[T]) -> T:
+    """Await `work` while holding the admission slot: the one place a slot is released."""
+    try:
+        return await work
+    finally:
+        slot.release()
+
+
+class _SSEResponse(StreamingResponse):
+    """An SSE response that holds its admission slot for as long as it is being sent."""
+
+    def __init__(self, events: AsyncIterator[str], slot: Slot) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _holding(self._slot, super().__call__(scope, receive, send))

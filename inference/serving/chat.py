@@ -6,17 +6,15 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.requests import Request
+from starlette.responses import Response
 
 from ..errors import InvalidRequest
 from ..protocol import (AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse, Usage,
                         chunk_payload)
 from ..types import ChatTurn, SamplingParams
 from .base import OpenAIServing, new_id
-from .streams import guarded_sse, sse, unless_disconnected
-
+from .streams import sse
 
 
 def chat_turns(req_messages: list) -> list[ChatTurn]:
@@ -24,7 +22,7 @@ def chat_turns(req_messages: list) -> list[ChatTurn]:
 
 
 class ServingChat(OpenAIServing):
-    async def create(self, req: ChatCompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
+    async def create(self, req: ChatCompletionRequest, raw: Request) -> Response:
         self.ensure_ready()
         model = self.check_model(req.model)
         if req.logprobs:
@@ -32,18 +30,11 @@ class ServingChat(OpenAIServing):
         prompt = tuple(self.tokenize_chat(chat_turns(req.messages)))
         params = self.sampling_params(req, len(prompt), req.max_completion_tokens or req.max_tokens)
         request_id = new_id("chatcmpl")
-        slot = self.admission.acquire(len(params))
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(guarded_sse(self._stream(request_id, model, prompt, params, include_usage),
-                                                 request_id, slot.release),
-                                     media_type="text/event-stream", background=BackgroundTask(slot.release),
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
-            body = await unless_disconnected(raw, self._complete(request_id, model, prompt, params))
-        finally:
-            slot.release()
-        return JSONResponse(body)
+        include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
+        return await self.respond(
+            raw, len(params), request_id, stream=req.stream,
+            sse=lambda: self._stream(request_id, model, prompt, params, include_usage),
+            body=lambda: self._complete(request_id, model, prompt, params))
 
     async def _complete(self, request_id: str, model: str, prompt: tuple[int, ...],
                         params: list[SamplingParams]) -> dict:

@@ -6,15 +6,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.requests import Request
+from starlette.responses import Response
 
 from ..errors import InvalidRequest
 from ..protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage, chunk_payload
 from .base import OpenAIServing, new_id
-from .streams import guarded_sse, merge_indexed, sse, unless_disconnected
-
+from .streams import merge_indexed, sse
 
 
 class ServingCompletion(OpenAIServing):
@@ -41,7 +39,7 @@ class ServingCompletion(OpenAIServing):
                 prompts.append((tuple(item), ""))
         return prompts
 
-    async def create(self, req: CompletionRequest, raw: Request) -> JSONResponse | StreamingResponse:
+    async def create(self, req: CompletionRequest, raw: Request) -> Response:
         self.ensure_ready()
         model = self.check_model(req.model)
         if req.logprobs:
@@ -50,18 +48,11 @@ class ServingCompletion(OpenAIServing):
         plans = [(ids, text, self.sampling_params(req, len(ids), req.max_tokens, what="prompt"))
                  for ids, text in prompts]
         request_id = new_id("cmpl")
-        slot = self.admission.acquire(sum(len(p) for _, _, p in plans))
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(guarded_sse(self._stream(request_id, model, plans, req.echo, include_usage),
-                                                 request_id, slot.release),
-                                     media_type="text/event-stream", background=BackgroundTask(slot.release),
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
-            body = await unless_disconnected(raw, self._complete(request_id, model, plans, req.echo))
-        finally:
-            slot.release()
-        return JSONResponse(body)
+        include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
+        return await self.respond(
+            raw, sum(len(p) for _, _, p in plans), request_id, stream=req.stream,
+            sse=lambda: self._stream(request_id, model, plans, req.echo, include_usage),
+            body=lambda: self._complete(request_id, model, plans, req.echo))
 
     def _all_choices(self, request_id: str, plans: list) -> AsyncIterator:
         """(choice index, delta) over every prompt x n; choice index = prompt_index * n + j."""

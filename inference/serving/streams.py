@@ -19,9 +19,8 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the response was ready."""
 
 
-async def guarded_sse(chunks: AsyncIterator[str], request_id: str, release: Any) -> AsyncIterator[str]:
-    """SSE framing for one response: a failure mid-stream becomes an error chunk, then always [DONE];
-    the admission slot is released however the stream ends."""
+async def guarded_sse(chunks: AsyncIterator[str], request_id: str) -> AsyncIterator[str]:
+    """SSE framing for one response: a failure mid-stream becomes an error chunk, then always [DONE]."""
     from ..errors import InferenceError, error_body
 
     try:
@@ -34,8 +33,6 @@ async def guarded_sse(chunks: AsyncIterator[str], request_id: str, release: Any)
     except Exception:
         log.exception("stream %s failed", request_id)
         yield sse(error_body(InferenceError("The generation failed inside the server.")))
-    finally:
-        release()
     yield SSE_DONE
 
 
