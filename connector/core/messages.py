@@ -1,0 +1,134 @@
+"""Every text the assistant's users see, in Chinese and English, in one place.
+
+An entry is a ``Text``: its Chinese and its English wording, and how the chat shows the two (two paragraphs,
+two lines, inline as "中文 / English", or one of them only: short titles and fragments of a Chinese sentence
+show the Chinese, the technical lines of /test and /kb the English). Placeholders are ``str.format`` fields;
+a value that is itself a ``Text`` is put in each language's own wording. Values that come from the settings
+(the context's lifetime, the message length limit) are passed in by the code that formats the entry, e.g.
+``HELP_INTRO(ttl=duration(settings.context_ttl_s))``.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+PARAGRAPHS = "{zh}\n\n{en}"
+LINES = "{zh}\n{en}"
+INLINE = "{zh} / {en}"
+EN_FIRST = "{en} / {zh}"
+ZH = "{zh}"
+EN = "{en}"
+
+
+@dataclass(frozen=True)
+class Text:
+    zh: str
+    en: str
+    layout: str = PARAGRAPHS
+
+    def __call__(self, **values: Any) -> str:
+        """The entry as the chat shows it."""
+        return self.layout.format(zh=self.language("zh", **values), en=self.language("en", **values))
+
+    def language(self, lang: str, **values: Any) -> str:
+        """One language's wording, formatted; ``Text`` values in the same language."""
+        own = {k: v.language(lang) if isinstance(v, Text) else v for k, v in values.items()}
+        return (self.zh if lang == "zh" else self.en).format(**own)
+
+    def bind(self, **values: Any) -> Text:
+        """The entry with its placeholders filled in, each language in its own wording (same layout)."""
+        return Text(self.language("zh", **values), self.language("en", **values), self.layout)
+
+    @property
+    def fields(self) -> set[str]:
+        """The placeholders of either language."""
+        return {name for text in (self.zh, self.en) for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+# values put into other entries
+SECONDS = Text("{count} 秒", "{count} second{s}", INLINE)
+MINUTES = Text("{count} 分钟", "{count} minute{s}", INLINE)
+HOURS = Text("{count} 小时", "{count} hour{s}", INLINE)
+MEDIA = {"picture": Text("图片", "pictures", INLINE), "file": Text("文件", "files", INLINE),
+         "video": Text("视频", "videos", INLINE)}
+
+
+def duration(seconds: float) -> Text:
+    """A settings value in seconds in words: 1800 -> 30 分钟 / 30 minutes."""
+    whole = int(seconds)
+    unit, count = (HOURS, whole // 3600) if whole and whole % 3600 == 0 else \
+        (MINUTES, whole // 60) if whole and whole % 60 == 0 else (SECONDS, whole)
+    return unit.bind(count=count, s="" if count == 1 else "s")
+
+
+def either(zh_items: list[str], en_items: list[str] | None = None) -> Text:
+    """A list in each language's own way: a、b、c / a, b, c."""
+    return Text("、".join(zh_items), ", ".join(en_items if en_items is not None else zh_items))
+
+
+# notices (the dispatcher, the middlewares)
+RESTARTING = Text("服务正在重启，请稍后重新提问。", "The assistant is restarting; please ask again in a moment.")
+BUSY = Text("当前排队的消息太多，请稍后再试。", "Too many messages are waiting right now; please try again shortly.")
+USER_NOT_ALLOWED = Text("抱歉，您暂未开通此助手的使用权限，请联系管理员。",
+                        "Sorry, this assistant is not enabled for you yet; please contact your administrator.")
+GROUP_NOT_ALLOWED = Text("抱歉，此群暂未开通助手。", "Sorry, the assistant is not enabled in this group.")
+TOO_FAST = Text("您发送得太快了，请稍等片刻再试。",
+                "You are sending messages a little too fast; please wait a moment and try again.")
+UNSUPPORTED = Text("暂不支持处理{kind}，请发送文字消息。", "Sorry, I cannot read {kind} yet; please send text.")
+EMPTY = Text("请问有什么可以帮您？", "How can I help you?")
+TOO_LONG = Text("消息太长了（{length} 字），请控制在 {limit} 字以内。",
+                "Your message is too long ({length} characters); the limit is {limit}.")
+
+# answers from the model
+MODEL_FAILED = Text("抱歉，模型服务暂时不可用，请稍后再试。",
+                    "Sorry, the model service is unavailable right now; please try again in a moment.")
+SOURCES = Text("来源", "Sources", INLINE)
+SOURCE_QUOTE = Text("{source}：“{quote}”", '{source}: "{quote}"', ZH)  # a cited file and the sentence that answers
+REPLY_TITLE = Text("回复", "Reply", ZH)
+REPLY_INTERRUPTED = Text("回复中断", "reply interrupted", "（{zh} / {en}）")
+
+# /help
+HELP_TITLE = Text("帮助", "Help", INLINE)
+HELP_HEADING = Text("私有助手", "Private assistant", INLINE)
+HELP_INTRO = Text("直接提问即可，我会记住本次会话的上下文（{ttl}）。", "Ask anything; I remember this conversation for {ttl}.",
+                  LINES)
+HELP_ALIASES = Text("（或 {aliases}）", " (or {aliases})", ZH)
+HELP_LINE = Text("- `{command}`{aliases}：{text}", "- `{command}`{aliases}: {text}", ZH)
+HELP_SKILLS = Text("技能", "Skills", INLINE)
+HELP_COMMAND = Text("显示本帮助", "this help", INLINE)
+
+# /reset
+RESET_COMMAND = Text("清空上下文", "start over", INLINE)
+RESET_DONE = Text("好的，已开始新的会话。", "Done: the conversation starts afresh.")
+RESET_TITLE = Text("新会话", "New conversation", ZH)
+
+# /test
+STATUS_COMMAND = Text("版本与模型状态", "version and model status", INLINE)
+STATUS_TITLE = Text("状态", "Status", INLINE)
+STATUS_HEADING = Text("连接正常", "Connector OK", INLINE)
+STATUS_CONNECTOR = Text("连接器：{version}（Python {python}，{platform} Stream 模式）",
+                        "connector: {version} (Python {python}, {platform} Stream mode)", EN)
+STATUS_MODEL = Text("模型：{model}", "model: {model}", EN)
+STATUS_MODEL_UNAVAILABLE = Text("不可用（{error}）", "unavailable ({error})", EN)
+STATUS_SERVER = Text("推理服务：{health}", "inference server: {health}", EN)
+STATUS_SERVER_VERSION = Text("，版本 {version}，引擎 {engine}，设备 {device}",
+                             ", version {version}, engine {engine}, device {device}", EN)
+STATUS_SKILLS = Text("技能：{names}", "skills: {names}", EN)
+NONE = Text("无", "none", EN)
+
+# the knowledge base
+KB_DESCRIPTION = Text("根据公司文档回答并注明出处", "answers from the company's documents and cites them", EN_FIRST)
+KB_LIST_COMMAND = Text("知识库文档列表", "documents in the knowledge base", INLINE)
+KB_REINDEX_COMMAND = Text("（管理员）立即重新索引", "(admins) re-index now", INLINE)
+KB_TITLE = Text("知识库", "Knowledge base", INLINE)
+KB_TITLE_SHORT = Text("知识库", "Knowledge base", ZH)
+KB_ADMINS_ONLY = Text("只有管理员可以重新索引。", "Only administrators can re-index.")
+KB_REINDEXED = Text("重新索引完成", "Re-indexed: {summary}", INLINE)
+KB_NOT_RUNNING = Text("知识库未启动。", "The knowledge base is not running.")
+KB_EMPTY = Text("知识库中还没有文档。", "The knowledge base holds no documents yet.")
+KB_DOCUMENTS = Text("{count} 个文档", "{count} documents", EN)
+KB_CHUNKS = Text("{count} 个片段", "{count} chunks", EN)
+KB_MORE = Text("… 还有 {count} 个", "… {count} more", EN)
+KB_UNREADABLE = Text("无法读取", "Unreadable", INLINE)
