@@ -1,7 +1,8 @@
 """HTTP routes: thin, each hands the parsed request to its serving object (inference/serving/).
 
-Two routers: `openai_api` (the OpenAI-compatible API and /tokenize) sits behind the API key when one is
-set; `operations` (probes, metrics, version) stays open. The middlewares take their paths from here.
+Two routers: `openai_api` (the OpenAI-compatible API under /v1, and /tokenize) sits behind the API key
+when one is set; `operations` (probes, metrics, version) stays open. The middlewares take their paths
+from these routers (create_app), so a route added here is labelled and protected without a second list.
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ from .protocol import (ChatCompletionRequest, ChatCompletionResponse, Completion
                        ErrorResponse, ModelList, TokenizeRequest, TokenizeResponse)
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
+V1 = "/v1"  # the OpenAI API's prefix: every path under it needs the key, unknown ones too (401, not 404)
 openai_api = APIRouter()
 operations = APIRouter()
 
 
-@openai_api.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
+@openai_api.post(f"{V1}/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await request.app.state.serving_chat.create(body, request)
 
 
-@openai_api.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
+@openai_api.post(f"{V1}/completions", response_model=CompletionResponse, responses=ERRORS)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     return await request.app.state.serving_completion.create(body, request)
 
 
-@openai_api.get("/v1/models", response_model=ModelList, responses=ERRORS)
+@openai_api.get(f"{V1}/models", response_model=ModelList, responses=ERRORS)
 async def list_models(request: Request) -> ModelList:
     return request.app.state.serving_models.list()
 

@@ -8,9 +8,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -18,7 +19,7 @@ from .engines.base import Engine
 from .errors import InferenceError, InvalidRequest, MethodNotAllowed, NotFound, error_body, status_and_type
 from .gpu import GpuMonitor
 from .metrics import Metrics
-from .middleware import GuardMiddleware
+from .middleware import ApiKeyAuth, BodyLimit, RequestMetrics
 from .serving.admission import AdmissionController
 from .serving.base import ServerState
 from .serving.chat import ServingChat
@@ -134,10 +135,18 @@ def create_app(settings: InferenceSettings, engine: Engine, *, gpus: GpuMonitor 
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(InferenceError("Internal server error."))
 
-    from .api import openai_api, operations
+    from .api import V1, openai_api, operations
 
     app.include_router(openai_api)
     app.include_router(operations)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(GuardMiddleware, metrics=metrics, api_key=api_key, max_body_bytes=settings.max_body_bytes)
+    # Added innermost first: metrics outermost (it counts the 401s and 413s), then the key, then the body limit.
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyAuth, api_key=api_key, paths=route_paths(openai_api), prefixes=(V1 + "/",))
+    app.add_middleware(RequestMetrics, metrics=metrics, paths=route_paths(openai_api, operations))
     return app
+
+
+def route_paths(*routers: APIRouter) -> set[str]:
+    """The paths of the routes of these routers (the app includes them all)."""
+    return {route.path for router in routers for route in router.routes if isinstance(route, APIRoute)}

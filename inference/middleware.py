@@ -1,9 +1,14 @@
-"""ASGI middlewares: body size limit (413), API key on /v1 (401), request counting by status."""
+"""ASGI middlewares, one job each; the paths they act on come from the app's routes (inference/api.py).
+
+Order, outermost first (create_app): RequestMetrics (so it counts the 401s and 413s too), ApiKeyAuth
+(refuses before any body is read), BodyLimit.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,9 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import AuthenticationFailed, InferenceError, PayloadTooLarge, error_body, status_and_type
 from .metrics import Metrics
 
-PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
-COUNTED_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/health", "/ready",
-                 "/metrics", "/version"}
+OTHER = "other"  # the path label of a request that matched no route
 
 
 async def send_error(send: Send, error: InferenceError) -> None:
@@ -27,42 +30,55 @@ async def send_error(send: Send, error: InferenceError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class GuardMiddleware:
-    """Counts every response by path and status; enforces the API key and the body limit."""
+class RequestMetrics:
+    """Counts every HTTP response by path and status: `llm_requests_total{endpoint,status}`. The label is
+    the path of one of the app's routes, or "other" (a bounded label set whatever clients send)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, paths: Collection[str]) -> None:
         self.app = app
         self.metrics = metrics
-        self._key = api_key.encode() if api_key else None
-        self.max_body_bytes = max_body_bytes
+        self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        status_seen: dict[str, Any] = {}
+        seen: dict[str, Any] = {}
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_seen["status"] = message["status"]
+                seen["status"] = message["status"]
             await send(message)
 
         try:
-            if self._key is not None and path.startswith(PROTECTED_PREFIXES) and not self._authorized(scope):
-                await send_error(counting_send, AuthenticationFailed(
-                    "Missing or invalid API key: send 'Authorization: Bearer <key>'."))
-                return
-            if scope.get("method") in ("POST", "PUT", "PATCH"):
-                receive = await self._buffered(scope, receive)
-                if receive is None:
-                    await send_error(counting_send, PayloadTooLarge(
-                        f"The request body exceeds the limit of {self.max_body_bytes} bytes."))
-                    return
             await self.app(scope, receive, counting_send)
         finally:
-            label = path if path in COUNTED_PATHS else "other"
-            self.metrics.requests.labels(label, str(status_seen.get("status", 499))).inc()
+            path = scope.get("path", "")
+            # no response started: the client left (499)
+            self.metrics.requests.labels(path if path in self.paths else OTHER, str(seen.get("status", 499))).inc()
+
+
+class ApiKeyAuth:
+    """With an API key set, the protected routes (and anything under a protected prefix) need
+    `Authorization: Bearer <key>`, else 401; every other route stays open (probes, Prometheus)."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, paths: Collection[str],
+                 prefixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self._key = api_key.encode() if api_key else None
+        self.paths = frozenset(paths)
+        self.prefixes = prefixes
+
+    def protects(self, path: str) -> bool:
+        return path in self.paths or path.startswith(self.prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and self._key is not None and self.protects(scope.get("path", ""))
+                and not self._authorized(scope)):
+            await send_error(send, AuthenticationFailed("Missing or invalid API key: send 'Authorization: Bearer "
+                                                        "<key>'."))
+            return
+        await self.app(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._key is not None
@@ -71,6 +87,24 @@ class GuardMiddleware:
                 scheme, _, token = value.partition(b" ")
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
         return False
+
+
+class BodyLimit:
+    """Request bodies (POST, PUT, PATCH) over `max_body_bytes` get 413, by Content-Length or while read."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
+            buffered = await self._buffered(scope, receive)
+            if buffered is None:
+                await send_error(send, PayloadTooLarge(
+                    f"The request body exceeds the limit of {self.max_body_bytes} bytes."))
+                return
+            receive = buffered
+        await self.app(scope, receive, send)
 
     async def _buffered(self, scope: Scope, receive: Receive) -> Receive | None:
         """Read the whole body (bounded), then replay it; None when it is too large."""
