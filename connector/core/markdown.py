@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 _BLOCK_START = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|#{1,6}\s|>|```|\|)")
+_FENCE = re.compile(r"^(\s*)(`{3,}(?=[^`]*$)|~{3,})(.*)$")  # indent, fence, info string
 
 
 def for_dingtalk(text: str) -> str:
@@ -36,9 +38,16 @@ def for_dingtalk(text: str) -> str:
 
 
 def split_markdown(text: str, limit: int) -> list[str]:
-    """Chunks of at most `limit` characters, cut at paragraph or line boundaries, code fences kept whole."""
+    """Chunks of at most `limit` characters, cut at paragraph or line boundaries. A code block cut in two is
+    closed at the end of one chunk and reopened (same fence, same info string) at the start of the next."""
     if len(text) <= limit:
         return [text]
+    reserve = _fence_reserve(text)  # room for the closing and reopening fences a cut may need
+    chunks = _split(text, limit - reserve if reserve < limit // 2 else limit)
+    return _close_and_reopen(chunks) if reserve else chunks
+
+
+def _split(text: str, limit: int) -> list[str]:
     chunks: list[str] = []
     current = ""
     for para in re.split(r"(\n\n)", text):
@@ -56,11 +65,57 @@ def split_markdown(text: str, limit: int) -> list[str]:
         current = para
     if current.strip():
         chunks.append(current.strip("\n"))
-    fenced: list[str] = []
-    for chunk in chunks:  # a chunk that opens a code fence it does not close gets it closed and reopened
-        if chunk.count("```") % 2 == 1:
-            chunk += "\n```"
-            fenced.append(chunk)
-            continue
-        fenced.append(chunk)
-    return fenced
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class _Fence:
+    """An open code block: the line that opened it (with its info string) and its fence (``` or ~~~, or longer)."""
+
+    opener: str
+    indent: str
+    run: str
+
+    @property
+    def closer(self) -> str:
+        return self.indent + self.run
+
+    def closed_by(self, line: str) -> bool:
+        match = _FENCE.match(line)
+        return bool(match) and not match.group(3).strip() and match.group(2).startswith(self.run)
+
+
+def _opened(line: str) -> _Fence | None:
+    match = _FENCE.match(line)
+    return _Fence(line.rstrip(), match.group(1), match.group(2)) if match else None
+
+
+def _fence_reserve(text: str) -> int:
+    fences = [f for f in map(_opened, text.split("\n")) if f is not None]
+    return max((len(f.opener) + len(f.closer) + 2 for f in fences), default=0)
+
+
+def _fence_after(chunk: str, fence: _Fence | None) -> _Fence | None:
+    """The code block still open at the end of `chunk`, given the one open at its start."""
+    for line in chunk.split("\n"):
+        if fence is None:
+            fence = _opened(line)
+        elif fence.closed_by(line):
+            fence = None
+    return fence
+
+
+def _close_and_reopen(chunks: list[str]) -> list[str]:
+    out: list[str] = []
+    fence: _Fence | None = None
+    for chunk in chunks:
+        after = _fence_after(chunk, fence)
+        if fence is not None:
+            first, _, rest = chunk.partition("\n")
+            chunk = rest if fence.closed_by(first) else fence.opener + "\n" + chunk  # cut right before its close
+        if after is not None:
+            chunk += "\n" + after.closer
+        if chunk.strip():
+            out.append(chunk)
+        fence = after
+    return out
