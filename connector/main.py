@@ -48,11 +48,11 @@ def main() -> None:
                  "AppSecret), or start the whole appliance with `make run`, which uses the local emulator.")
     # the SDK reads its endpoint at import time
     os.environ["DINGTALK_OPENAPI_ENDPOINT"] = settings.openapi_endpoint.rstrip("/")
-    from .app import ConnectorApp
-    from .skills.registry import SkillError
+    from .app import serve
+    from .skills.base import SkillError
 
     try:
-        asyncio.run(ConnectorApp(settings).run())
+        asyncio.run(serve(settings))
     except SkillError as exc:
         sys.exit(f"connector: {exc}")
 

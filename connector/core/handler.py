@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..skills.base import Answer, Augment, Passage, Skill, SkillContext, SkillServices
+from ..skills.base import Answer, Augment, ModelError, Passage, Skill, SkillContext, SkillServices
 from ..types import IncomingMessage, Turn
 from .messages import MODEL_FAILED, SOURCE_QUOTE, SOURCES
-from .model import ModelError
 from .sink import ReplySink
 from .store import ContextStore
 

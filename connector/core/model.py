@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 
+from ..skills.base import ModelError
 from .retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("connector.model")
@@ -17,18 +18,12 @@ log = logging.getLogger("connector.model")
 RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError)  # full, not up, 5xx
 
 
-class ModelError(Exception):
-    """The model could not answer (server down, error mid-stream, timeout)."""
-
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable, self.retry_after = retryable, retry_after
-
-    @classmethod
-    def from_openai(cls, exc: openai.OpenAIError) -> ModelError:
-        response = getattr(exc, "response", None)
-        return cls(_describe_error(exc), retryable=isinstance(exc, RETRYABLE),
-                   retry_after=parse_retry_after(response.headers.get("retry-after")) if response is not None else None)
+def model_error(exc: openai.OpenAIError) -> ModelError:
+    """The client's error as a ModelError: retryable when the server is full, not up yet or failing (5xx)."""
+    response = getattr(exc, "response", None)
+    return ModelError(_describe_error(exc), retryable=isinstance(exc, RETRYABLE),
+                      retry_after=parse_retry_after(response.headers.get("retry-after")) if response is not None
+                      else None)
 
 
 class ModelClient:
@@ -95,7 +90,7 @@ class ModelClient:
                     model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
                     max_tokens=max_tokens or self.max_tokens)
             except openai.OpenAIError as exc:
-                raise ModelError.from_openai(exc) from exc
+                raise model_error(exc) from exc
 
         stream = await self.retry.run(open_stream)  # full (429), not up yet, or 5xx: retried by the policy
         try:

@@ -14,9 +14,9 @@ it gets the conversation through ``SkillContext`` and the model through ``servic
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,43 @@ class Augment:
 SkillResult = Answer | Augment | None
 
 
+class SkillError(Exception):
+    """A skill that cannot run as configured, worded for the operator."""
+
+
+class ModelError(Exception):
+    """The model could not answer (server down, error mid-stream, timeout)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+class Model(Protocol):
+    """The model over the OpenAI wire format, as the connector lends it (connector.core.model.ModelClient).
+    Failures are ModelError, except where a method says it answers None (or a report) instead."""
+
+    async def model_id(self) -> str:
+        """The served model's id (the configured one, or the server's first)."""
+        ...
+
+    async def context_window(self) -> int | None:
+        """Its context window in tokens, when the server says."""
+        ...
+
+    async def count_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """The exact prompt size of these chat messages, when the server can tell."""
+        ...
+
+    def stream_chat(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str]:
+        """The answer's text, as it is generated. Closing the iterator cancels the generation."""
+        ...
+
+    async def health(self) -> dict[str, Any]:
+        """What /test reports of the server: url, health ("ok", "HTTP 503", "unreachable (...)"), version."""
+        ...
+
+
 class SkillConfig(BaseModel):
     """One skill's table in the config file: ``[connector.plugins.<name>]``. Skills extend it."""
 
@@ -66,7 +103,7 @@ class SkillConfig(BaseModel):
 class SkillServices:
     """What the connector lends every skill when it starts."""
 
-    model: Any  # connector.core.model.ModelClient: the model over the OpenAI wire format
+    model: Model  # the model over the OpenAI wire format
     skills: Callable[[], Sequence[Skill]]  # the enabled skills, in order (for /help)
     version: str = ""
     platform_name: str = "DingTalk"

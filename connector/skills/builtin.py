@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from ..core import messages as catalogue
-from .base import Answer, Skill, SkillContext, SkillResult
+from .base import Answer, ModelError, Skill, SkillContext, SkillResult
 
 
 class HelpSkill(Skill):
@@ -59,8 +59,6 @@ class StatusSkill(Skill):
     async def handle(self, ctx: SkillContext) -> SkillResult:
         if ctx.text not in self.commands:
             return None
-        from ..core.model import ModelError
-
         model_client = ctx.services.model
         health = await model_client.health()
         version = health.get("version") or {}

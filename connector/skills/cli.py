@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from .registry import SkillError
+        from .base import SkillError
 
         if isinstance(exc, SkillError):
             print(str(exc), file=sys.stderr)

@@ -11,15 +11,11 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import ValidationError
 
-from .base import Skill
+from .base import Skill, SkillError
 
 log = logging.getLogger("connector.skills")
 
 ENTRY_POINT_GROUP = "appliance.skills"
-
-
-class SkillError(Exception):
-    """A skill that cannot run as configured, worded for the operator."""
 
 
 @dataclass(frozen=True)

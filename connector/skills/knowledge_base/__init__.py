@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from ...core import messages as catalogue
-from ..base import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillResult, SkillServices
+from ..base import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillError, SkillResult, SkillServices
 
 log = logging.getLogger("connector.skills.knowledge_base")
 
@@ -85,8 +85,6 @@ class KnowledgeBaseSkill(Skill):
         try:
             return Embedder(threads=threads)
         except Exception as exc:
-            from ..registry import SkillError
-
             raise SkillError(f"skill 'knowledge_base': the embedding model cannot be loaded: "
                              f"{type(exc).__name__}: {exc}") from exc
 
@@ -107,8 +105,6 @@ class KnowledgeBaseSkill(Skill):
 
         problems = self._folder_problems()
         if problems:
-            from ..registry import SkillError
-
             raise SkillError("skill 'knowledge_base': " + "; ".join(problems))
         assert self.config.folder is not None
         return VectorIndex(self.config.folder, self.index_dir, self._embedder(self.config.threads),

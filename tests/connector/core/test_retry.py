@@ -11,10 +11,11 @@ import httpx
 import openai
 import pytest
 
-from connector.core.model import ModelClient, ModelError
+from connector.core.model import ModelClient, model_error
 from connector.core.retry import RetryPolicy, parse_retry_after
 from connector.dingtalk.openapi import DingTalkAPI, DingTalkAPIError
 from connector.settings import ConnectorSettings
+from connector.skills.base import ModelError
 
 
 class Flaky(Exception):
@@ -144,9 +145,9 @@ def test_errors_say_whether_they_are_retryable() -> None:
     full = openai.RateLimitError("full", response=httpx.Response(429, headers={"retry-after": "2"}, request=request),
                                  body=None)
     bad = openai.BadRequestError("bad", response=httpx.Response(400, request=request), body=None)
-    assert ModelError.from_openai(full).retryable and ModelError.from_openai(full).retry_after == 2.0
-    assert not ModelError.from_openai(bad).retryable
-    assert ModelError.from_openai(openai.APIConnectionError(request=request)).retryable
+    assert model_error(full).retryable and model_error(full).retry_after == 2.0
+    assert not model_error(bad).retryable
+    assert model_error(openai.APIConnectionError(request=request)).retryable
     assert DingTalkAPIError(429, "Throttling", "").retryable
     assert DingTalkAPIError(403, "Forbidden.QpsLimitForAppkeyAndApi", "").retryable
     assert DingTalkAPIError(503, "server", "").retryable and DingTalkAPIError(0, "network", "").retryable

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.skills.registry import SkillError, discover, load_enabled, verify
+from connector.skills.base import SkillError
+from connector.skills.registry import discover, load_enabled, verify
 
 
 def test_builtins_are_skills_and_on_by_default_except_the_knowledge_base() -> None:

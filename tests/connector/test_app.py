@@ -1,0 +1,67 @@
+"""The builder returns a whole connector (nothing left to fill in later); the health server reports what it is
+given, without knowing the app."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.testclient import TestClient
+
+from connector.app import ConnectorApp, Intake, build_app
+from connector.core.messages import BUSY, RESTARTING
+from connector.core.model import ModelClient
+from connector.health import create_health_app
+from connector.metrics import ConnectorMetrics
+from connector.settings import ConnectorSettings
+from connector.types import IncomingMessage
+
+
+def test_build_app_returns_every_part() -> None:
+    async def build() -> ConnectorApp:
+        app = build_app(ConnectorSettings(client_id="app", client_secret="secret-appsecret", redis_url=None))
+        await app.http.aclose()
+        return app
+
+    app = asyncio.run(build())
+    assert app.redis is None  # no redis_url: memory stores
+    assert [s.name for s in app.skills] == ["help", "reset", "status"]
+    assert isinstance(app.services.model, ModelClient)
+    facts = app.health()
+    assert facts["stream"] == "disconnected" and facts["redis"] == "none"
+    assert (facts["backlog"], facts["in_flight"]) == (0, 0)
+    assert set(facts["skills"]) == {"help", "reset", "status"}
+    assert b"connector_backlog 0.0" in app.metrics.render()
+
+
+def test_the_health_server_reports_what_it_is_given() -> None:
+    facts = {"status": "ok", "stream": "disconnected"}
+    client = TestClient(create_health_app(lambda: facts, lambda: b"metric 1\n"))
+    assert client.get("/health").json() == facts
+    assert client.get("/ready").status_code == 503
+    facts["stream"] = "connected"
+    assert client.get("/ready").status_code == 200
+    assert client.get("/metrics").content == b"metric 1\n"
+
+
+class FullDispatcher:
+    def submit(self, message: IncomingMessage) -> bool:
+        return False
+
+
+def test_a_refused_message_gets_busy_then_restarting_once_stopping() -> None:
+    message = IncomingMessage(platform="test", message_id="m", delivery_id="d", conversation_id="c",
+                              conversation_kind="dm", sender_id="u", sender_name="u", text="hi", msgtype="text")
+    sent: list[str] = []
+
+    async def notify(msg: IncomingMessage, text: str) -> None:
+        sent.append(text)
+
+    async def go() -> None:
+        intake = Intake(FullDispatcher(), ConnectorMetrics(), notify)  # type: ignore[arg-type]
+        intake.on_message(message)
+        intake.stopping.set()
+        intake.on_message(message)
+        await intake.settle()
+
+    asyncio.run(go())
+    assert sent == [BUSY(), RESTARTING()]
