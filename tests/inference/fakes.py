@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
+import httpx
+from fastapi import FastAPI
+
+from inference.app import create_app
 from inference.engines.errors import GenerationFailed
+from inference.settings import InferenceSettings
 from inference.types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
@@ -76,3 +82,19 @@ class FakeEngine:
             self.running.discard(request.request_id)
             if not done:
                 self.aborted.append(request.request_id)
+
+
+@asynccontextmanager
+async def started_app(engine: FakeEngine | None = None,
+                      **settings: object) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app on a fake engine, its lifespan entered and the model loaded (within 1 s), and a client on it."""
+    settings.setdefault("warmup", False)
+    app = create_app(InferenceSettings(served_model_name="fake-model", **settings), engine or FakeEngine(),
+                     gpus=NoGpu())
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                                   base_url="http://test") as client:
+        for _ in range(100):
+            if app.state.server_state.ready:
+                break
+            await asyncio.sleep(0.01)
+        yield app, client

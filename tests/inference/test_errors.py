@@ -4,22 +4,18 @@ HTTP error in the OpenAI envelope; route advice is serving's, never the engine's
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from inference import errors
-from inference.app import create_app
 from inference.engines import errors as engine_errors
 from inference.errors import (ERROR_TABLE, ContextLengthExceeded, InferenceError, InvalidRequest, ModelNotFound,
                               NotFound, error_body, most_specific, status_and_type)
 from inference.serving.errors import ENGINE_ERRORS, http_error
-from inference.settings import InferenceSettings
 
-from .fakes import FakeEngine, NoGpu
+from .fakes import FakeEngine, started_app
 
 ENGINES = Path(errors.__file__).parent / "engines"
 
@@ -109,13 +105,7 @@ class _NoTemplate(FakeEngine):
 
 
 async def test_chat_and_tokenize_without_template_are_400_with_advice() -> None:
-    app = create_app(InferenceSettings(served_model_name="fake-model", warmup=False), _NoTemplate(), gpus=NoGpu())
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        for _ in range(100):
-            if app.state.server_state.ready:
-                break
-            await asyncio.sleep(0.01)
+    async with started_app(_NoTemplate()) as (_, client):
         for path in ("/v1/chat/completions", "/tokenize"):
             r = await client.post(path, json={"messages": [{"role": "user", "content": "hi"}]})
             assert r.status_code == 400, r.text

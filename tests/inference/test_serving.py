@@ -4,45 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
-from inference.app import create_app
 from inference.settings import InferenceSettings
 
-from .fakes import FakeEngine, NoGpu
+from .fakes import FakeEngine, started_app
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
-async def _client(engine: FakeEngine, **settings: object):
-    settings.setdefault("warmup", False)
-    app = create_app(InferenceSettings(served_model_name="fake-model", **settings), engine, gpus=NoGpu())
-    ctx = app.router.lifespan_context(app)
-    await ctx.__aenter__()
-    for _ in range(100):
-        if app.state.server_state.ready:
-            break
-        await asyncio.sleep(0.01)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-    return app, ctx, client
-
-
 @pytest.fixture
 async def served():
-    engines: list = []
+    async with AsyncExitStack() as stack:
+        async def make(engine: FakeEngine | None = None, **settings: object):
+            engine = engine or FakeEngine()
+            _, client = await stack.enter_async_context(started_app(engine, **settings))
+            return engine, client
 
-    async def make(engine: FakeEngine | None = None, **settings: object):
-        engine = engine or FakeEngine()
-        app, ctx, client = await _client(engine, **settings)
-        engines.append((ctx, client))
-        return engine, client
-
-    yield make
-    for ctx, client in engines:
-        await client.aclose()
-        await ctx.__aexit__(None, None, None)
+        yield make
 
 
 def _error(response: httpx.Response, status: int) -> dict:

@@ -4,44 +4,29 @@ and completions share one response path that releases the admission slot once; S
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 from starlette.requests import ClientDisconnect
 
-from inference.app import create_app
 from inference.errors import EngineFailure, NotReady
 from inference.serving.admission import AdmissionController
 from inference.serving.base import _SSEResponse
 from inference.serving.drain import Drain
-from inference.settings import InferenceSettings
 
-from .fakes import FakeEngine, NoGpu
+from .fakes import FakeEngine, started_app
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture
 async def app_client():
-    opened = []
+    async with AsyncExitStack() as stack:
+        async def make(engine: FakeEngine | None = None, **settings: object):
+            return await stack.enter_async_context(started_app(engine, **settings))
 
-    async def make(engine: FakeEngine | None = None, **settings: object):
-        app = create_app(InferenceSettings(served_model_name="fake-model", warmup=False, **settings),
-                         engine or FakeEngine(), gpus=NoGpu())
-        ctx = app.router.lifespan_context(app)
-        await ctx.__aenter__()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-        opened.append((ctx, client))
-        for _ in range(100):
-            if app.state.server_state.ready:
-                break
-            await asyncio.sleep(0.01)
-        return app, client
-
-    yield make
-    for ctx, client in opened:
-        await client.aclose()
-        await ctx.__aexit__(None, None, None)
+        yield make
 
 
 async def test_tokenize_and_models_have_serving_objects(app_client) -> None:
