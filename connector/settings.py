@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from .config_file import FileSettings
 
 SDK_AI_CARD_TEMPLATE = "382e4302-551d-4880-bf29-a30acfab2e71.schema"
 
 
-class ConnectorSettings(BaseSettings):
-    """Every field can be set with a ``CONNECTOR_<NAME>`` environment variable."""
+class ConnectorSettings(FileSettings):
+    """Precedence: arguments, then environment variables, then [connector] in the TOML file (config_file.py).
+    Every field can be set with a ``CONNECTOR_<NAME>`` environment variable."""
 
     model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="ignore", frozen=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Precedence: arguments, then CONNECTOR_* environment variables, then [connector] in the TOML file."""
-        from .config_file import TomlSection
-
-        return (init_settings, env_settings, dotenv_settings, TomlSection(settings_cls, "connector"), file_secret_settings)
+    toml_section: ClassVar[str] = "connector"
 
     # DingTalk app (Stream mode)
     channel: Literal["stream"] = Field("stream", description="DingTalk Stream mode (the only mode supported)")

@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from .config_file import FileSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = ROOT / "models" / "SmolLM2-135M-Instruct"
 
 
-class InferenceSettings(BaseSettings):
-    """Every field can be set with an ``INFERENCE_<NAME>`` environment variable."""
+class InferenceSettings(FileSettings):
+    """Precedence: arguments, then environment variables, then [inference] in the TOML file (config_file.py).
+    Every field can be set with an ``INFERENCE_<NAME>`` environment variable."""
 
     model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore", frozen=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Precedence: arguments, then INFERENCE_* environment variables, then [inference] in the TOML file."""
-        from .config_file import TomlSection
-
-        return (init_settings, env_settings, dotenv_settings, TomlSection(settings_cls, "inference"), file_secret_settings)
+    toml_section: ClassVar[str] = "inference"
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
