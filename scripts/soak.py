@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             inference_proc = spawn("inference", [py, "-m", "inference", "--port", str(port)])
             model_url = f"http://127.0.0.1:{port}/v1"
-            wait_http(f"http://127.0.0.1:{port}/ready", 300)
+            wait_http(f"http://127.0.0.1:{port}/ready", timeout=300)
         wait_http(emulator + "/healthz")
         client_id, secret = "soakapp", "soak-secret-7c1d"
         httpx.post(emulator + "/sandbox/apps", json={"client_id": client_id, "client_secret": secret}).raise_for_status()
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.redis:
             env["CONNECTOR_REDIS_URL"] = args.redis
         connector = spawn("connector", [py, "-m", "connector"], env)
-        wait_http(f"http://127.0.0.1:{health}/ready", 60)
+        wait_http(f"http://127.0.0.1:{health}/ready", timeout=60)
         time.sleep(2)
         rss_start = {"connector": rss_mib(connector.pid)}
         if inference_proc:
