@@ -6,27 +6,38 @@ Methods:
   w8a8      SmoothQuant + GPTQ INT8 weights and activations (compressed-tensors, via llm-compressor);
             vLLM runs it with INT8 kernels on Turing (T4) and newer. Needs `pip install llmcompressor`.
 
+w8a8 keeps the model in CPU RAM: on a GPU llm-compressor copies one decoder layer at a time to it, so
+the GPU holds one layer, not the 13.5 GB of a 7B model (not yet run on a T4); with --device cpu (or
+no GPU) it runs on the CPU alone and prints a time estimate first. --quantize-lm-head puts lm_head in
+int8 too (see scripts/_quantize_w8a8.py).
+
 Beside the model it writes quantization-report.json and QUANTIZATION.md: method, size on disk before
-and after, perplexity before and after on an evaluation text, and the VRAM plan (weight bytes, KV
-bytes per token, what context x sequences fit in 8 GB and 16 GB).
+and after, perplexity before and after on an evaluation text, peak memory (RSS, and CUDA when used),
+calibration time, lm_head's format, and the VRAM plan (weight bytes, KV bytes per token, what
+context x sequences fit in 8 GB and 16 GB).
 
     python scripts/quantize.py --model models/SmolLM2-135M-Instruct --method bnb-int8 \\
         --out models/SmolLM2-135M-Instruct-bnb-int8 [--eval-text my.txt] [--calibration my.jsonl]
+    .venv-w8a8/bin/python scripts/quantize.py --model models/Llama-2-7b-chat-hf --method w8a8 \\
+        [--device auto|cpu|cuda] [--quantize-lm-head] [--estimate-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
 import shutil
 import sys
 import time
+import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_quantize_*.py
 DATA = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -136,100 +147,238 @@ def quantize_bnb(args, source_model, tokenizer, device: str) -> None:
     return quantized
 
 
-def quantize_w8a8(args, source_model, tokenizer, calibration: list[str]) -> None:
+def quantize_w8a8(args, source_model, tokenizer, calibration: list[str]) -> int:
+    """SmoothQuant + GPTQ on a model kept in CPU RAM (llm-compressor onloads one decoder layer at a
+    time to the GPU when there is one: see scripts/_quantize_w8a8.py); returns calibration tokens."""
     try:
-        from llmcompressor import oneshot
-        from llmcompressor.modifiers.quantization import GPTQModifier
-        from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
+        import llmcompressor  # noqa: F401
+        from _quantize_w8a8 import calibrate, release_traced_namespaces
     except ImportError:
         sys.exit("w8a8 needs llm-compressor: pip install llmcompressor (it is not in the default install)")
-    from datasets import Dataset
 
-    log(f"SmoothQuant + GPTQ W8A8 with {len(calibration)} calibration samples")
-    rows = [tokenizer(t, truncation=True, max_length=512) for t in calibration]
-    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows])
-    recipe = [SmoothQuantModifier(smoothing_strength=0.8),
-              GPTQModifier(targets="Linear", scheme="W8A8", ignore=["lm_head"])]
-    oneshot(model=source_model, dataset=dataset, recipe=recipe, max_seq_length=512,
-            num_calibration_samples=len(rows))
+    log(f"SmoothQuant + GPTQ W8A8 with {len(calibration)} calibration samples"
+        f"{' (lm_head in int8 too)' if args.quantize_lm_head else ''}")
+    tokens = calibrate(source_model, tokenizer, calibration, quantize_lm_head=args.quantize_lm_head)
     if args.out.exists():
         shutil.rmtree(args.out)
     source_model.save_pretrained(args.out, save_compressed=True)
     tokenizer.save_pretrained(args.out)
+    from llmcompressor.core import reset_session
+    reset_session()  # the session and torch.fx's registry hold the model: free it before the reload
+    release_traced_namespaces(source_model)
+    return tokens
 
 
-def main(argv: list[str] | None = None) -> int:
+def resolve_device(choice: str, cuda_available: bool) -> str:
+    if choice == "cuda" and not cuda_available:
+        sys.exit("--device cuda: torch sees no CUDA device (driver, CUDA_VISIBLE_DEVICES, or a CPU-only torch)")
+    return "cuda" if choice == "cuda" or (choice == "auto" and cuda_available) else "cpu"
+
+
+def pick_dtype(device: str, params: int, available: int | None) -> str:
+    """fp16 on a GPU (a T4 has no bf16); on the CPU float32 when the model fits 1.5x over in the
+    memory available now, else bfloat16 (Llama-7B: 27 GB in float32, 13.5 GB in bfloat16)."""
+    if device == "cuda":
+        return "float16"
+    return "float32" if available is None or params * 4 * 1.5 <= available else "bfloat16"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="a Hugging Face folder or a .gguf file")
     p.add_argument("--method", choices=["bnb-int8", "w8a8"], default="bnb-int8")
     p.add_argument("--out", type=Path, default=None, help="default: <model>-<method>")
     p.add_argument("--eval-text", type=Path, default=DATA / "eval.txt")
     p.add_argument("--calibration", type=Path, default=DATA / "calibration.txt", help="text or JSONL (w8a8)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: cuda when torch sees a GPU. w8a8 keeps the model in CPU RAM on both and, on cuda, "
+                        "copies one decoder layer at a time to the GPU (the GPU never holds the whole model); "
+                        "cpu hides the GPUs and prints a time estimate before calibrating")
+    p.add_argument("--quantize-lm-head", action="store_true",
+                   help="w8a8: quantise lm_head to int8 too (vLLM 0.32 serves it: compressed-tensors "
+                        "ParallelLMHead). Saves vocab x hidden bytes on untied models (Llama-7B: 125 MiB); on "
+                        "models with tied embeddings it unties them and adds an int8 copy instead")
+    p.add_argument("--estimate-only", action="store_true", help="print the CPU time estimate and exit")
     p.add_argument("--question", default="What is the capital of France?", help="a smoke-test question")
     args = p.parse_args(argv)
+    if args.quantize_lm_head and args.method != "w8a8":
+        p.error("--quantize-lm-head needs --method w8a8 (bitsandbytes keeps lm_head in 16 bit)")
+    if not args.model.exists():
+        p.error(f"no model at {args.model}")
+    args.out = args.out or args.model.with_name(f"{args.model.name.removesuffix('.gguf')}-{args.method}")
+    return args
 
+
+def config_of(model: Path) -> dict:
+    folder = model.parent if model.is_file() else model
+    path = folder / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def calibration_tokens(model: Path, texts: list[str]) -> int:
+    from transformers import AutoTokenizer
+
+    if model.is_file() and model.suffix == ".gguf":
+        location, extra = str(model.parent), {"gguf_file": model.name}
+    else:
+        location, extra = str(model), {}
+    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
+    return sum(len(tokenizer(t, truncation=True, max_length=512)["input_ids"]) for t in texts)
+
+
+def vram_plan(shape, method: str, lm_head: bool) -> tuple[dict, str]:
+    """memory_plan.summary(), passing lm_head quantisation when its signature takes it."""
+    import inspect
+
+    from inference.memory_plan import summary
+
+    if "lm_head_quantized" in inspect.signature(summary).parameters:
+        return summary(shape, method, lm_head_quantized=lm_head), "weight_bytes count lm_head in int8" if lm_head else ""
+    note = "memory_plan.summary() takes no lm_head argument: weight_bytes count lm_head at 16 bit" if lm_head else ""
+    return summary(shape, method), note
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # llm-compressor onloads to any visible accelerator
     import torch
 
-    from inference.memory_plan import shape_from_config, summary
+    from _quantize_resources import MemoryLog, available_bytes, cpu_estimate, cpu_seconds, human
+    from inference.memory_plan import shape_from_config
 
-    if not args.model.exists():
-        sys.exit(f"no model at {args.model}")
-    args.out = args.out or args.model.with_name(f"{args.model.name.removesuffix('.gguf')}-{args.method}")
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device = resolve_device(args.device, torch.cuda.is_available())
+    source_shape = shape_from_config(config_of(args.model)) if config_of(args.model) else None
+    estimate = None
+    if args.method == "w8a8" and device == "cpu" and source_shape is not None:
+        tokens = calibration_tokens(args.model, read_texts(args.calibration))
+        estimate = cpu_estimate(source_shape, tokens, lm_head=args.quantize_lm_head, threads=torch.get_num_threads())
+        head = f" + lm_head {estimate['lm_head_seconds']} s" if args.quantize_lm_head else ""
+        log(f"CPU only: calibration should take about {human(estimate['seconds'])} with {estimate['threads']} "
+            f"threads on otherwise idle cores ({human(estimate['cpu_seconds'])} of CPU time: "
+            f"{estimate['per_layer_seconds']} s per layer x {source_shape.layers} layers{head}, {tokens} calibration "
+            f"tokens); a rough figure, formula: {estimate['formula']}")
+    if args.estimate_only:
+        print(json.dumps({"device": device, "estimate": estimate}, indent=2))
+        return 0
+
+    memory = MemoryLog(cuda=device == "cuda")
     started = time.perf_counter()
     eval_text = args.eval_text.read_text(encoding="utf-8")
-
-    log(f"loading {args.model} on {device}")
-    base_dtype = torch.float16 if device == "cuda" else torch.float32
-    model, tokenizer = load_source(args.model, dtype=base_dtype, device=device)
+    params = source_shape.params if source_shape else 0
+    dtype_name = pick_dtype(device, params, available_bytes())
+    base_dtype = getattr(torch, dtype_name)
+    # w8a8: the weights stay in CPU RAM; on cuda each module is copied to the GPU for its forward
+    load_device = "cpu" if args.method == "w8a8" else device
+    log(f"loading {args.model} in {dtype_name} on {load_device}")
+    model, tokenizer = load_source(args.model, dtype=base_dtype, device=load_device)
+    if args.method == "w8a8":
+        from _quantize_w8a8 import onload_for_forward
+        onload_for_forward(model, device)
     shape = shape_from_config(model.config.to_dict())
+    memory.mark("loaded")
     ppl_before = perplexity(model, tokenizer, eval_text, label="before")
     answer_before = answer(model, tokenizer, args.question)
+    memory.mark("perplexity before")
     log(f"perplexity before: {ppl_before:.3f}")
 
+    extra: dict = {}
     if args.method == "bnb-int8":
         quantized = quantize_bnb(args, model, tokenizer, device)
         del model
+        memory.mark("quantised")
         ppl_after = perplexity(quantized, tokenizer, eval_text, label="after")
         answer_after = answer(quantized, tokenizer, args.question)
     else:
-        quantize_w8a8(args, model, tokenizer, read_texts(args.calibration))
-        reloaded, _ = load_source(args.out, dtype=base_dtype, device=device)
+        from _quantize_w8a8 import lm_head_state, onload_for_forward, tied_note
+
+        memory.reset_cuda_peak()
+        calibration_started, cpu_started = time.perf_counter(), cpu_seconds()
+        tokens = quantize_w8a8(args, model, tokenizer, read_texts(args.calibration))
+        seconds, cpu_used = time.perf_counter() - calibration_started, cpu_seconds() - cpu_started
+        memory.mark("calibrated and saved")
+        source_ref = weakref.ref(model)
+        del model
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        memory.mark("source model freed")["freed"] = source_ref() is None  # RSS may not drop: malloc keeps it
+        reloaded, _ = load_source(args.out, dtype=base_dtype, device="cpu")
+        onload_for_forward(reloaded, device)
+        memory.reset_cuda_peak()
         ppl_after = perplexity(reloaded, tokenizer, eval_text, label="after")
         answer_after = answer(reloaded, tokenizer, args.question)
+        memory.mark("perplexity after")
+        shape = shape_from_config(json.loads((args.out / "config.json").read_text()))  # untied when lm_head is int8
+        extra["calibration"] = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_used, 1), "tokens": tokens,
+                                "seconds_per_layer": round(seconds / shape.layers, 2),
+                                "cpu_seconds_per_layer": round(cpu_used / shape.layers, 2),
+                                "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
+                                "pipeline": "independent (one sequential pipeline per modifier)",
+                                "onload_device": "cuda:0" if device == "cuda" else "cpu", "weights_in": "cpu RAM",
+                                "estimate": estimate}
+        extra["lm_head"] = {"quantized": args.quantize_lm_head, **lm_head_state(args.out),
+                            "tied_in_source": bool(source_shape and source_shape.tied_embeddings)}
+        if args.quantize_lm_head:
+            extra["lm_head"]["note"] = tied_note(extra["lm_head"]["tied_in_source"], shape.vocab, shape.hidden)
     log(f"perplexity after: {ppl_after:.3f} ({(ppl_after / ppl_before - 1) * 100:+.2f} %)")
 
+    plan, plan_note = vram_plan(shape, args.method, args.quantize_lm_head)
+    report = build_report(args, device, dtype_name, ppl_before, ppl_after, answer_before, answer_after, plan,
+                          plan_note, memory.report(), time.perf_counter() - started, extra)
+    (args.out / "quantization-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    lines = summary_lines(args, report)
+    (args.out / "QUANTIZATION.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return 0
+
+
+def build_report(args, device: str, dtype: str, ppl_before: float, ppl_after: float, answer_before: str,
+                 answer_after: str, plan: dict, plan_note: str, memory: dict, seconds: float, extra: dict) -> dict:
+    change = round((ppl_after / ppl_before - 1) * 100, 3)
     report = {
-        "method": args.method, "source": str(args.model), "output": str(args.out), "device": device,
+        "method": args.method, "quantize_lm_head": bool(getattr(args, "quantize_lm_head", False)),
+        "source": str(args.model), "output": str(args.out), "device": device, "dtype": dtype,
         "size_before_bytes": folder_size(args.model), "size_after_bytes": folder_size(args.out),
-        "perplexity": {"before": round(ppl_before, 4), "after": round(ppl_after, 4),
-                       "change_percent": round((ppl_after / ppl_before - 1) * 100, 3),
+        "perplexity": {"before": round(ppl_before, 4), "after": round(ppl_after, 4), "change_percent": change,
+                       "device": device, "dtype": dtype,
                        "protocol": "non-overlapping 256-token windows over the first 4096 tokens",
                        "eval_text": str(args.eval_text)},
         "smoke_test": {"question": args.question, "before": answer_before, "after": answer_after},
-        "vram_plan": summary(shape, args.method),
-        "seconds": round(time.perf_counter() - started, 1),
+        "memory": memory,
+        "vram_plan": plan,
+        "seconds": round(seconds, 1),
+        **extra,
     }
-    (args.out / "quantization-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    plan = report["vram_plan"]
+    if plan_note:
+        report["vram_plan_note"] = plan_note
+    return report
+
+
+def summary_lines(args, report: dict) -> list[str]:
+    plan, ppl, memory = report["vram_plan"], report["perplexity"], report["memory"]
     lines = [
         f"# {args.out.name}", "",
-        f"- method: {args.method}; source: {args.model}",
+        f"- method: {args.method}{' with lm_head in int8' if report['quantize_lm_head'] else ''}; source: {args.model}",
         f"- size on disk: {report['size_before_bytes'] / 2**20:.1f} MiB -> {report['size_after_bytes'] / 2**20:.1f} MiB",
-        f"- perplexity ({report['perplexity']['protocol']}): {ppl_before:.3f} -> {ppl_after:.3f} "
-        f"({report['perplexity']['change_percent']:+.2f} %)",
-        f"- smoke test: {args.question!r} -> {answer_after!r}",
+        f"- perplexity ({ppl['protocol']}, {ppl['device']} {ppl['dtype']}): {ppl['before']:.3f} -> "
+        f"{ppl['after']:.3f} ({ppl['change_percent']:+.2f} %)",
+        f"- smoke test: {args.question!r} -> {report['smoke_test']['after']!r}",
+        f"- peak memory: {memory['peak_rss_gib']:.2f} GiB RSS"
+        + (f", {memory['cuda_max_allocated_bytes'] / 2**30:.2f} GiB CUDA" if "cuda_max_allocated_bytes" in memory else "")
+        + f"; {report['seconds']:.0f} s in all",
         f"- parameters: {plan['params'] / 1e9:.3f} B; weights at this precision: {plan['weight_bytes'] / 2**30:.2f} GiB; "
         f"KV cache (fp16): {plan['kv_bytes_per_token_fp16'] / 1024:.1f} KiB per token",
     ]
+    if "lm_head" in report and report["quantize_lm_head"]:
+        lines.append(f"- lm_head: {report['lm_head']['weight_dtype']}; {report['lm_head'].get('note', '')}")
+    if report.get("vram_plan_note"):
+        lines.append(f"- note: {report['vram_plan_note']}")
     for label in ("8GB", "16GB"):
         fit = plan[label]
         lines.append(f"- {label} card: {fit['kv_tokens']} tokens of KV cache -> max_model_len {fit['max_model_len']}, "
                      f"max_num_seqs {fit['max_num_seqs']}" if fit["fits"] else f"- {label} card: does not fit")
-    (args.out / "QUANTIZATION.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
-    return 0
+    return lines
 
 
 if __name__ == "__main__":
