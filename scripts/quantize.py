@@ -73,10 +73,9 @@ def read_texts(path: Path) -> list[str]:
 def load_source(model: Path, *, dtype, device: str, quantization_config=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if model.is_file() and model.suffix == ".gguf":
-        location, extra = str(model.parent), {"gguf_file": model.name}
-    else:
-        location, extra = str(model), {}
+    from inference.engines.loading import model_location
+
+    location, extra = model_location(model)
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
     kwargs = {"dtype": dtype, "local_files_only": True, **extra}
     if quantization_config is not None:
@@ -218,24 +217,18 @@ def config_of(model: Path) -> dict:
 def calibration_tokens(model: Path, texts: list[str]) -> int:
     from transformers import AutoTokenizer
 
-    if model.is_file() and model.suffix == ".gguf":
-        location, extra = str(model.parent), {"gguf_file": model.name}
-    else:
-        location, extra = str(model), {}
+    from inference.engines.loading import model_location
+
+    location, extra = model_location(model)
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True, **extra)
     return sum(len(tokenizer(t, truncation=True, max_length=512)["input_ids"]) for t in texts)
 
 
 def vram_plan(shape, method: str, lm_head: bool) -> tuple[dict, str]:
-    """memory_plan.summary(), passing lm_head quantisation when its signature takes it."""
-    import inspect
-
+    """memory_plan.summary() for this checkpoint, lm_head in int8 when it was quantised."""
     from inference.memory_plan import summary
 
-    if "lm_head_quantized" in inspect.signature(summary).parameters:
-        return summary(shape, method, lm_head_quantized=lm_head), "weight_bytes count lm_head in int8" if lm_head else ""
-    note = "memory_plan.summary() takes no lm_head argument: weight_bytes count lm_head at 16 bit" if lm_head else ""
-    return summary(shape, method), note
+    return summary(shape, method, lm_head_quantized=lm_head), "weight_bytes count lm_head in int8" if lm_head else ""
 
 
 def main(argv: list[str] | None = None) -> int:
