@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import free_port, percentile
+from _common import free_port, percentile, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -96,13 +96,7 @@ def main() -> int:
     else:
         model_url = args.model
     for url in (emulator.url + "/healthz", model_url + "/models"):
-        for _ in range(200):
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        wait_http(url, timeout=10)
     client_id, secret = "benchapp", "bench-secret-0123"
     httpx.post(emulator.url + "/sandbox/apps", json={"client_id": client_id, "client_secret": secret,
                                                      "qps_limit": max(1, int(args.card_qps))}).raise_for_status()
