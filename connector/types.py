@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 ConversationKind = Literal["dm", "group"]
@@ -22,9 +22,7 @@ class IncomingMessage:
     mentioned: bool = False
     is_admin: bool = False
     received_at: float = 0.0  # time.monotonic() at receipt
-    reply_webhook: str | None = None
-    reply_webhook_expires_ms: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
+    platform_extras: object = None  # what only the platform's own reply sink reads (DingTalk: the session webhook)
 
     @property
     def supported(self) -> bool:

@@ -1,6 +1,6 @@
 """Rules of the code's shape, checked on the source: no import cycle in either package, modules of a few
 hundred lines, heavy libraries only inside inference/engines/, and the connector importing nothing of
-inference (it talks to the model over the OpenAI API only)."""
+inference (it talks to the model over the OpenAI API only), and the connector's core knowing no IM platform."""
 
 from __future__ import annotations
 
@@ -123,6 +123,15 @@ def test_heavy_libraries_only_inside_the_engines() -> None:
 def test_the_connector_imports_nothing_of_inference() -> None:
     offenders = [f"{name}: {target}" for name, path in modules("connector").items()
                  for target in imports(name, path, set(modules("inference"))) if target.startswith("inference")]
+    assert offenders == []
+
+
+def test_the_connector_core_knows_no_platform() -> None:
+    """core/ (and the shared types) import nothing of an IM adapter: a second IM adds a folder, not core edits."""
+    graph = graph_of("connector")
+    platform_neutral = [n for n in graph if n.startswith("connector.core") or n == "connector.types"]
+    offenders = [f"{name}: {target}" for name in platform_neutral for target in graph[name]
+                 if target.startswith(("connector.dingtalk", "connector.sandbox"))]
     assert offenders == []
 
 

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..core.markdown import for_dingtalk, split_markdown
 from ..core.messages import REPLY_INTERRUPTED, REPLY_TITLE
 from ..settings import ConnectorSettings
 from ..types import IncomingMessage
+from .markdown import for_dingtalk, split_markdown
+from .message import extras_of
 from .openapi import DingTalkAPI, DingTalkAPIError
 
 log = logging.getLogger("connector.dingtalk.replies")
@@ -75,13 +76,13 @@ class DingTalkReplies:
         text = for_dingtalk(text)
         title = title or (text.strip().splitlines() or [""])[0][:20].lstrip("#* ") or REPLY_TITLE()
         chunks = split_markdown(text, self.settings.webhook_chunk_chars)
+        extras = extras_of(message)
         path = "webhook"
         for index, chunk in enumerate(chunks):
             part_title = title if len(chunks) == 1 else f"{title} ({index + 1}/{len(chunks)})"
-            if path == "webhook" and message.reply_webhook and \
-                    message.reply_webhook_expires_ms > time.time() * 1000 + 5000:
+            if path == "webhook" and extras.webhook_valid() and extras.session_webhook:
                 try:
-                    answer = await self.api.post_webhook(message.reply_webhook, {
+                    answer = await self.api.post_webhook(extras.session_webhook, {
                         "msgtype": "markdown", "markdown": {"title": part_title, "text": chunk},
                         "at": {"atUserIds": [message.sender_id]} if message.conversation_kind == "group" else {}})
                     if answer.get("errcode") == 0:

@@ -21,45 +21,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..core.retry import RetryPolicy
 from ..types import IncomingMessage
+from .message import parse_chatbot_message
 
 log = logging.getLogger("connector.dingtalk.transport")
 
 BOT_TOPIC = "/v1.0/im/bot/messages/get"
 STABLE_AFTER_S = 10.0  # a connection that lived this long resets the backoff
-
-
-def parse_chatbot_message(data: dict[str, Any], delivery_id: str, received_at: float) -> IncomingMessage:
-    """DingTalk's chatbot payload -> the internal message (text from text, richText or audio recognition)."""
-    msgtype = str(data.get("msgtype") or "text")
-    content = data.get("content") if isinstance(data.get("content"), dict) else {}
-    if msgtype == "text":
-        text = str((data.get("text") or {}).get("content") or "")
-    elif msgtype == "richText":
-        parts = content.get("richText") or []
-        text = "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict) and "text" in p)
-    elif msgtype == "audio":
-        text = str(content.get("recognition") or "")
-    else:
-        text = ""
-    group = str(data.get("conversationType")) == "2"
-    if group:
-        text = text.lstrip()  # DingTalk leaves a space where the @-mention was removed
-    return IncomingMessage(
-        platform="dingtalk",
-        message_id=str(data.get("msgId") or delivery_id),
-        delivery_id=delivery_id,
-        conversation_id=str(data.get("conversationId") or ""),
-        conversation_kind="group" if group else "dm",
-        sender_id=str(data.get("senderStaffId") or data.get("senderId") or ""),
-        sender_name=str(data.get("senderNick") or ""),
-        text=text,
-        msgtype=msgtype,
-        mentioned=bool(data.get("isInAtList")),
-        is_admin=bool(data.get("isAdmin")),
-        received_at=received_at,
-        reply_webhook=data.get("sessionWebhook"),
-        reply_webhook_expires_ms=int(data.get("sessionWebhookExpiredTime") or 0),
-    )
 
 
 class StreamTransport:

@@ -1,4 +1,4 @@
-from connector.core.markdown import for_dingtalk, split_markdown
+from connector.dingtalk.markdown import for_dingtalk, split_markdown
 
 
 def test_single_newlines_become_hard_breaks() -> None:

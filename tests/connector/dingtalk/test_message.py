@@ -1,4 +1,4 @@
-from connector.dingtalk.transport import parse_chatbot_message
+from connector.dingtalk.message import DingTalkExtras, extras_of, parse_chatbot_message
 
 
 def test_text_group_mention_space_stripped() -> None:
@@ -7,7 +7,8 @@ def test_text_group_mention_space_stripped() -> None:
                                "senderNick": "S", "isInAtList": True, "sessionWebhook": "http://x",
                                "sessionWebhookExpiredTime": 123}, "d1", 0.0)
     assert (m.text, m.conversation_kind, m.message_id, m.delivery_id, m.mentioned) == ("hello", "group", "m1", "d1", True)
-    assert m.reply_webhook == "http://x" and m.reply_webhook_expires_ms == 123
+    assert extras_of(m) == DingTalkExtras(session_webhook="http://x", session_webhook_expires_ms=123)
+    assert not extras_of(m).webhook_valid()  # expired long ago
 
 
 def test_rich_text_and_audio() -> None:
