@@ -19,11 +19,19 @@ from . import __version__
 from .core.dispatcher import Dispatcher
 from .core.handler import ChatHandler, HandlerHooks
 from .core.messages import BUSY, RESTARTING
-from .core.middleware import allowlist, chain, dedup, message_policy, rate_limit
+from .core.middleware import (
+    allowlist,
+    chain,
+    dedup,
+    message_policy,
+    rate_limit,
+    trailed,
+)
 from .core.model import ModelClient
 from .core.ratelimit import SlidingWindowLimiter
 from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
+from .core.trail import Trail, note_delivery
 from .dingtalk.openapi import DingTalkAPI
 from .dingtalk.replies import DingTalkReplies, ReplyHooks
 from .dingtalk.transport import StreamTransport
@@ -171,7 +179,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
                       client_secret=s.client_secret.get_secret_value(), http=http, card_qps=s.card_qps,
                       retry=retry, on_call=lambda api, outcome: m.api_calls.labels(api, outcome).inc())
     replies = DingTalkReplies(api, s, ReplyHooks(
-        on_reply=lambda path: m.replies.labels(path).inc(),
+        on_reply=lambda path: (m.replies.labels(path).inc(), note_delivery(path)),
         on_first_card_call=m.to_first_card_call.observe,
         on_first_token_shown=m.to_first_token.observe,
         on_error=lambda kind: m.errors.labels(kind).inc()))
@@ -188,8 +196,10 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
                                              on_skill=lambda name, outcome: m.skill_results.labels(
                                                  name, outcome).inc()))
     notify = notifier(replies, m)
+    trail_consumers: list[Callable[[Trail], None]] = []  # audit writer, quota charge (issue 16)
     pipeline = chain([
         dedup(dedup_store, lambda msg: m.duplicates.inc()),
+        trailed(trail_consumers),
         allowlist(s.allow_users, s.allow_groups, notify),
         rate_limit(SlidingWindowLimiter(s.user_rate_limit, s.user_rate_window_s), notify, m.rate_limited.inc),
         message_policy(s.max_message_chars, notify),

@@ -66,6 +66,27 @@ class ConnectorSettings(FileSettings):
     allow_groups: list[str] = Field(default_factory=list, description="conversation ids; empty: every group")
     drain_timeout_s: float = Field(30.0, ge=0)
 
+    # compliance (docs: README "Compliance"): audit trail, identity, quotas, personal data
+    audit_enabled: bool = Field(True, description="one hash-chained audit record per handled message")
+    audit_dsn: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host/db (replicas share one chain); none: the SQLite file")
+    audit_path: str = Field("var/audit.sqlite3", description="the SQLite audit file when no audit_dsn is set")
+    audit_spill_path: str = Field("var/audit-spill.jsonl",
+                                  description="records the database could not take, replayed when it is back")
+    audit_content: Literal["full", "hash", "none"] = Field(
+        "full", description="question and answer as text, as SHA-256 digests, or not at all")
+    audit_mask_pii: bool = Field(False, description="mask ID-card, bank-card, mobile numbers, e-mail in records")
+    audit_retention_days: int = Field(0, ge=0, description="purge records older than this daily; 0: keep all")
+    audit_queue_size: int = Field(10000, ge=1, description="records waiting for the writer; beyond: spilled")
+    admin_users: list[str] = Field(default_factory=list,
+                                   description="staff ids exempt from quotas (DingTalk's own admins are too)")
+    directory_ttl_s: int = Field(3600, ge=0, description="how long a user's departments are cached")
+    quota_user_messages_per_day: int = Field(0, ge=0, description="0: no limit")
+    quota_user_tokens_per_day: int = Field(0, ge=0, description="completion tokens; 0: no limit")
+    quota_department_messages_per_day: int = Field(0, ge=0, description="0: no limit")
+    quota_department_tokens_per_day: int = Field(0, ge=0, description="0: no limit")
+    quota_timezone: str = Field("Asia/Shanghai", description="quotas reset at midnight in this time zone")
+
     # skills: [connector.plugins.<name>] tables in the config file (enabled, order, the skill's own keys)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -74,7 +95,7 @@ class ConnectorSettings(FileSettings):
     health_port: int = Field(8001, ge=0, le=65535)
     log_level: str = "info"
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "audit_dsn")
     @classmethod
     def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
@@ -92,4 +113,6 @@ class ConnectorSettings(FileSettings):
         values = [self.client_secret.get_secret_value(), self.model_api_key.get_secret_value()]
         if self.redis_url:
             values.append(self.redis_url.get_secret_value())
+        if self.audit_dsn:
+            values.append(self.audit_dsn.get_secret_value())
         return [v for v in values if v and v != "unused"]

@@ -7,11 +7,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..skills.base import Answer, Augment, ModelError, Passage, Skill, SkillContext, SkillServices
+from ..skills.base import (
+    Answer,
+    Augment,
+    ModelError,
+    Passage,
+    Skill,
+    SkillContext,
+    SkillServices,
+)
 from ..types import IncomingMessage, Turn
 from .messages import MODEL_FAILED, SOURCE_QUOTE, SOURCES
 from .sink import ReplySink
 from .store import ContextStore
+from .trail import Cited, current
 
 log = logging.getLogger("connector.handler")
 
@@ -68,8 +77,18 @@ class ChatHandler:
 
     async def __call__(self, message: IncomingMessage) -> None:
         key = self.context_key(message)
+        trail = current()
         ctx = SkillContext(message=message, services=self.services, context_key=key,
-                           load_history=lambda: self.store.load(key), clear_history=lambda: self.store.clear(key))
+                           load_history=lambda: self.store.load(key), clear_history=lambda: self.store.clear(key),
+                           departments=trail.departments if trail is not None else ())
+        try:
+            await self._run_skills(ctx)
+        finally:
+            if trail is not None:
+                trail.denied.extend(ctx.denied)
+
+    async def _run_skills(self, ctx: SkillContext) -> None:
+        message, trail = ctx.message, current()
         for skill in self.skills:
             try:
                 result = await skill.handle(ctx)
@@ -79,10 +98,14 @@ class ChatHandler:
                 continue
             if isinstance(result, Answer):
                 self.hooks.on_skill(skill.name, "answer")
+                if trail is not None:
+                    trail.skill, trail.answer = skill.name, result.text
                 await self.sink.send_text(message, result.text, result.title)
                 return
             if isinstance(result, Augment):
                 self.hooks.on_skill(skill.name, "augment")
+                if trail is not None:
+                    trail.skill = ",".join(filter(None, (trail.skill, skill.name)))
                 ctx.augments.append(result)
         await self.answer(message, ctx.augments)
 
@@ -117,7 +140,7 @@ class ChatHandler:
                 passages = passages[:-1]
 
     async def answer(self, message: IncomingMessage, augments: Sequence[Augment] = ()) -> None:
-        key = self.context_key(message)
+        key, trail = self.context_key(message), current()
         history = await self.store.load(key)
         reply = self.sink.stream_reply(message)
         await reply.start()
@@ -140,12 +163,20 @@ class ChatHandler:
         except ModelError as exc:
             log.warning("model failed for %s: %s", message.message_id, exc)
             self.hooks.on_model_error()
+            if trail is not None:
+                trail.refuse("failed", "model")
+                trail.answer = text
             await reply.fail(MODEL_FAILED(), partial=text)
             return
         if not reply.cancelled and not text.strip():
+            if trail is not None:
+                trail.refuse("failed", "empty_answer")
             await reply.fail(MODEL_FAILED(), partial="")
             self.hooks.on_model_error()
             return
+        if trail is not None:
+            trail.answer = text
+            trail.cited = [Cited(p.source, p.score) for p in passages]
         await reply.finish(text + citations(passages))
         log.debug("answered %s: %d characters, %d passages cited", message.message_id, len(text), len(passages))
         self.hooks.on_reply_done(time.monotonic() - message.received_at)

@@ -6,9 +6,18 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from ..types import IncomingMessage
-from .messages import EMPTY, GROUP_NOT_ALLOWED, MEDIA, TOO_FAST, TOO_LONG, UNSUPPORTED, USER_NOT_ALLOWED
+from .messages import (
+    EMPTY,
+    GROUP_NOT_ALLOWED,
+    MEDIA,
+    TOO_FAST,
+    TOO_LONG,
+    UNSUPPORTED,
+    USER_NOT_ALLOWED,
+)
 from .ratelimit import SlidingWindowLimiter
 from .store import DedupStore
+from .trail import Trail, opened, refuse
 
 log = logging.getLogger("connector.middleware")
 
@@ -47,14 +56,39 @@ def dedup(store: DedupStore, on_duplicate: Callable[[IncomingMessage], None]) ->
     return middleware
 
 
+def trailed(on_done: Sequence[Callable[[Trail], None]]) -> Middleware:
+    """Open the message's trail (core/trail.py) for the stages after this one; when they are done, hand the
+    finished trail to each of `on_done` (the audit writer, the quota charge). An exception marks it failed."""
+
+    async def middleware(message: IncomingMessage, call_next: Next) -> None:
+        try:
+            with opened(message) as trail:
+                try:
+                    await call_next()
+                except BaseException as exc:
+                    if trail.outcome == "answered":
+                        trail.refuse("failed", type(exc).__name__)
+                    raise
+        finally:
+            for done in on_done:
+                try:
+                    done(trail)
+                except Exception:  # a broken consumer must not lose the reply nor the other consumers' turn
+                    log.exception("trail consumer failed for %s", message.message_id)
+
+    return middleware
+
+
 def allowlist(users: Sequence[str], groups: Sequence[str], notify: Notify) -> Middleware:
     allowed_users, allowed_groups = set(users), set(groups)
 
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
         if allowed_users and message.sender_id not in allowed_users:
+            refuse("denied", "user_not_allowed")
             await notify(message, USER_NOT_ALLOWED())
             return
         if message.conversation_kind == "group" and allowed_groups and message.conversation_id not in allowed_groups:
+            refuse("denied", "group_not_allowed")
             await notify(message, GROUP_NOT_ALLOWED())
             return
         await call_next()
@@ -66,6 +100,7 @@ def rate_limit(limiter: SlidingWindowLimiter, notify: Notify, on_limited: Callab
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
         if not limiter.allow(message.sender_id):
             on_limited()
+            refuse("rate_limited", "too_fast")
             await notify(message, TOO_FAST())
             return
         await call_next()
@@ -78,12 +113,15 @@ def message_policy(max_chars: int, notify: Notify) -> Middleware:
 
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
         if not message.supported:
+            refuse("refused", "unsupported")
             await notify(message, UNSUPPORTED(kind=MEDIA.get(message.msgtype, message.msgtype)))
             return
         if not message.text.strip():
+            refuse("refused", "empty")
             await notify(message, EMPTY())
             return
         if len(message.text) > max_chars:
+            refuse("refused", "too_long")
             await notify(message, TOO_LONG(length=len(message.text), limit=max_chars))
             return
         await call_next()

@@ -12,6 +12,7 @@ import openai
 
 from ..skills.base import ModelError
 from .retry import RetryPolicy, parse_retry_after
+from .trail import note_usage
 
 log = logging.getLogger("connector.model")
 
@@ -88,7 +89,7 @@ class ModelClient:
             try:
                 return await self._client.chat.completions.create(
                     model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
-                    max_tokens=max_tokens or self.max_tokens)
+                    max_tokens=max_tokens or self.max_tokens, stream_options={"include_usage": True})
             except openai.OpenAIError as exc:
                 raise model_error(exc) from exc
 
@@ -97,6 +98,8 @@ class ModelClient:
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
+                if chunk.usage is not None:  # the last chunk (stream_options.include_usage)
+                    note_usage(model, chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 error = getattr(chunk, "error", None) or (chunk.model_extra or {}).get("error")
                 if error:
                     raise ModelError(f"error in stream: {error}")

@@ -120,6 +120,8 @@ class SkillContext:
     load_history: Callable[[], Awaitable[list[Turn]]]
     clear_history: Callable[[], Awaitable[None]]
     augments: list[Augment] = field(default_factory=list)  # what earlier skills added
+    departments: tuple[str, ...] = ()  # the sender's department ids, when the directory knows them
+    denied: list[str] = field(default_factory=list)  # documents access rules left out (skills add; audited)
 
     @property
     def text(self) -> str:
