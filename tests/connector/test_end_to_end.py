@@ -12,28 +12,10 @@ import pytest
 
 from ..servers import ServerProcess, inference_server, scrape
 from .conftest import connector_process, start_connector
-from .sandbox.helpers import emulator_view, new_app, send, wait_for
+from .helpers import cards_of, finalized, replies_of, reply_texts
+from .sandbox.helpers import new_app, send, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def cards_of(emulator, conversation_id: str) -> list[dict]:
-    return httpx.get(emulator.url + "/sandbox/cards", params={"conversation_id": conversation_id}).json()
-
-
-def replies_of(emulator, conversation_id: str) -> list[dict]:
-    return httpx.get(emulator.url + "/sandbox/replies", params={"conversation_id": conversation_id}).json()
-
-
-def finalized(emulator, conversation_id: str, count: int, timeout: float = 60) -> list[dict]:
-    return wait_for(lambda: (c := [x for x in cards_of(emulator, conversation_id) if x["finalized"]])
-                    and len(c) >= count and c, timeout=timeout,
-                    describe=lambda: emulator_view(emulator, conversation_id))
-
-
-def reply_texts(emulator, conversation_id: str, count: int, timeout: float = 30) -> list[str]:
-    got = wait_for(lambda: (r := replies_of(emulator, conversation_id)) and len(r) >= count and r, timeout=timeout)
-    return [r["content"].get("text") or r["content"].get("content") or "" for r in got]
 
 
 @pytest.fixture
@@ -209,8 +191,8 @@ def test_model_failure_mid_stream_then_recovery(emulator, app, redis_server, log
 
 
 def test_redis_down_and_back(emulator, app, inference, log_dir, tmp_path) -> None:
-    from .conftest import RedisServer
     from ..servers import free_port
+    from .conftest import RedisServer
 
     redis = RedisServer(free_port(), tmp_path).start()
     proc = start_connector(connector_process("connector-redis", emulator=emulator, client_id=app[0], secret=app[1],

@@ -14,8 +14,8 @@ import pytest
 
 from ..servers import ServerProcess, free_port, inference_server, scrape
 from .conftest import RedisServer, connector_process, start_connector
+from .helpers import cards_of, finalized, replies_of
 from .sandbox.helpers import new_app, send, wait_for
-from .test_end_to_end import cards_of, finalized, replies_of
 
 pytestmark = pytest.mark.slow
 
