@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from .core import pii
 from .settings import ConnectorSettings
 
 
@@ -39,6 +40,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"connector: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pii.install()  # ID-card, bank-card, mobile numbers and e-mail addresses masked in every log line
     logging.getLogger("httpx").setLevel(logging.WARNING)
     redact = _Redact(settings.secrets())
     for handler in logging.getLogger().handlers:

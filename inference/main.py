@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from . import pii
 from .settings import InferenceSettings
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"inference: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pii.install()  # ID-card, bank-card, mobile numbers and e-mail addresses masked in every log line
     import uvicorn
 
     from .app import create_app

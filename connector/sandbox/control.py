@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -11,6 +12,7 @@ from .messages import MSG_TYPES, build_push
 from .state import App, Fault, Sandbox
 
 router = APIRouter(prefix="/sandbox")
+log = logging.getLogger("sandbox")
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -46,6 +48,7 @@ async def send_message(body: SendMessage, request: Request) -> dict[str, Any]:
                       msgtype=body.msgtype, group_id=body.group, group_title=body.group_title, at_bot=body.at_bot,
                       is_admin=body.is_admin)
     sent = request.app.state.gateway.push(push)
+    log.info("message %s from %s to %s: %s", push.msg_id, body.user, app.client_id, body.text[:200])
     return {"msgId": push.msg_id, "conversationId": push.data["conversationId"], "delivered": push.delivered,
             "sent": sent, "data": push.data}
 
@@ -164,6 +167,30 @@ async def configure_app(body: AppConfig, request: Request) -> dict[str, Any]:
         app.qps_limit = body.qps_limit
     return {"clientId": app.client_id, "robotCode": app.robot_code, "scopes": sorted(app.scopes),
             "templates": app.templates, "qpsLimit": app.qps_limit}
+
+
+class DirectorySpec(BaseModel):
+    users: dict[str, list[int]] = Field(..., description="staff id -> the department ids the contact API returns")
+    app: str | None = Field(None, description="only for this app (client id); none: every app")
+    replace: bool = Field(False, description="forget the users set before (for this app, or every app's)")
+
+
+@router.post("/directory")
+async def set_directory(body: DirectorySpec, request: Request) -> dict[str, Any]:
+    """The staff directory behind /topapi/v2/user/get: who belongs to which departments."""
+    sandbox = _sandbox(request)
+    if body.app is not None:
+        _app(sandbox, body.app)
+    table = sandbox.directory.setdefault(body.app, {})
+    if body.replace:
+        table.clear()
+    table.update(body.users)
+    return {"app": body.app, "users": table}
+
+
+@router.get("/directory")
+async def get_directory(request: Request) -> dict[str, Any]:
+    return {key or "*": users for key, users in _sandbox(request).directory.items()}
 
 
 class FaultSpec(BaseModel):

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from ..core import pii
 from .gateway import Gateway
 from .state import Sandbox
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ping-interval", type=float, default=30.0, help="seconds between SYSTEM ping frames")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pii.install()  # personal data masked in every log line, as in the connector
     server = EmulatorServer(args.host, args.port, args.ws_port, redeliver_after_s=args.redeliver_after,
                             ping_interval_s=args.ping_interval)
     print(f"DingTalk emulator: chat page http://{args.host}:{server.port}/  "
