@@ -1,6 +1,6 @@
 """NVIDIA GPUs through pynvml (nvidia-ml-py): the one probe and the telemetry, when a driver is present.
 
-`probe()` / `probe_gpus()` / `first_gpu()` describe the cards (used by the vLLM engine's start-up sizing
+`probe()` / `first_gpu()` describe the cards (used by the vLLM engine's start-up sizing
 and by the doctor); `GpuMonitor` reads them again at every /metrics scrape. Both open NVML through
 `open_nvml()`, the seam where unit tests inject a fake pynvml module. NVML's init is reference-counted,
 so a probe's init/shutdown pair never closes the monitor's handle.
@@ -106,10 +106,6 @@ def probe(nvml: Any = None) -> GpuProbe:
     finally:
         _close(lib)
     return GpuProbe(tuple(gpus), error)
-
-
-def probe_gpus(nvml: Any = None) -> list[GpuInfo]:
-    return list(probe(nvml).gpus)
 
 
 def first_gpu(nvml: Any = None) -> GpuInfo | None:

@@ -37,6 +37,8 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("llm_engine_steps", "Decode steps run by the engine.", value=stats.steps_total)
         yield CounterMetricFamily("llm_engine_step_sequences", "Sum over decode steps of the sequences each carried.",
                                   value=stats.step_sequences_total)
+        yield CounterMetricFamily("llm_engine_prefills", "Prefill steps run by the engine; each admits one or "
+                                  "more new sequences into the running batch.", value=stats.prefills_total)
         yield GaugeMetricFamily("llm_engine_max_batch_size", "Largest number of sequences one step carried.",
                                 value=stats.max_batch_size)
         yield CounterMetricFamily("llm_engine_aborted", "Sequences cancelled before they finished.",
@@ -74,7 +76,10 @@ class Metrics:
         self.generation_tokens = Counter("llm_generation_tokens", "Tokens generated.", registry=r)
         self.finished = Counter("llm_request_finished", "Sequences finished by reason.", ["finish_reason"],
                                 registry=r)
-        self.rejected = Counter("llm_requests_rejected", "Requests refused by admission control.", registry=r)
+        self.auth_failures = Counter("llm_auth_failures", "Refused credentials on the API, by reason (expired, "
+                                     "unknown_key, bad_signature, ...).", ["reason"], registry=r)
+        self.principal_requests = Counter("llm_requests_by_principal", "Authenticated API requests, by key name "
+                                          "(key:<name>) or token subject (jwt:<sub>).", ["principal"], registry=r)
         r.register(_LiveCollector(stats, in_flight, gpus, info))
 
     def render(self) -> bytes:

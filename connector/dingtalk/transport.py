@@ -46,7 +46,6 @@ class StreamTransport:
         self._stopping = False
         self._stopped = asyncio.Event()
         self.connected = False
-        self.reconnects = 0
 
     async def run(self) -> None:
         delays = self.reconnect_policy.backoff()  # exponential with jitter, up to reconnect_max_backoff_s
@@ -56,7 +55,6 @@ class StreamTransport:
                 immediate = await self._session()
                 if self._stopping:
                     break
-                self.reconnects += 1
                 self._on_state("reconnect")
                 if time.monotonic() - opened_at >= STABLE_AFTER_S:
                     delays.reset()

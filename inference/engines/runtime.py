@@ -68,9 +68,3 @@ def torch_build() -> TorchBuild | None:
     except Exception:  # a broken install: the doctor reports what it can
         return None
     return TorchBuild(str(torch.__version__), torch.version.cuda)
-
-
-def torch_cuda_version() -> str | None:
-    """`torch.version.cuda` of the installed torch ("12.8"), or None (CPU build, or no torch)."""
-    build = torch_build()
-    return build.cuda if build else None
