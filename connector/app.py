@@ -18,6 +18,7 @@ import httpx
 from . import __version__
 from .core.dispatcher import Dispatcher
 from .core.handler import ChatHandler, HandlerHooks
+from .core.identity import DirectoryCache, identity
 from .core.messages import BUSY, RESTARTING
 from .core.middleware import (
     allowlist,
@@ -32,6 +33,7 @@ from .core.ratelimit import SlidingWindowLimiter
 from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
 from .core.trail import Trail, note_delivery
+from .dingtalk.directory import DingTalkDirectory
 from .dingtalk.openapi import DingTalkAPI
 from .dingtalk.replies import DingTalkReplies, ReplyHooks
 from .dingtalk.transport import StreamTransport
@@ -196,10 +198,13 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
                                              on_skill=lambda name, outcome: m.skill_results.labels(
                                                  name, outcome).inc()))
     notify = notifier(replies, m)
+    directory = DirectoryCache(DingTalkDirectory(api, s.oapi, http, on_call=lambda api, outcome: m.api_calls.labels(
+        api, outcome).inc()), s.directory_ttl_s)  # the sender's departments, for the skills and the audit
     trail_consumers: list[Callable[[Trail], None]] = []  # audit writer, quota charge (issue 16)
     pipeline = chain([
         dedup(dedup_store, lambda msg: m.duplicates.inc()),
         trailed(trail_consumers),
+        identity(directory, on_error=lambda: m.errors.labels("directory").inc()),
         allowlist(s.allow_users, s.allow_groups, notify),
         rate_limit(SlidingWindowLimiter(s.user_rate_limit, s.user_rate_window_s), notify, m.rate_limited.inc),
         message_policy(s.max_message_chars, notify),

@@ -25,6 +25,10 @@ class ConnectorSettings(FileSettings):
     client_secret: SecretStr = Field(SecretStr(""), description="AppSecret")
     robot_code: str | None = Field(None, description="default: the AppKey")
     openapi_endpoint: str = "https://api.dingtalk.com"
+    oapi_endpoint: str | None = Field(
+        None, description="DingTalk's old-style API host (the contact API's user detail); default: "
+                          "https://oapi.dingtalk.com with DingTalk's own openapi_endpoint, else openapi_endpoint "
+                          "(the emulator serves both)")
     card_template_id: str = SDK_AI_CARD_TEMPLATE
     card_content_key: str = "msgContent"
     card_update_interval_s: float = Field(0.4, ge=0.05, le=5.0)
@@ -80,7 +84,8 @@ class ConnectorSettings(FileSettings):
     audit_queue_size: int = Field(10000, ge=1, description="records waiting for the writer; beyond: spilled")
     admin_users: list[str] = Field(default_factory=list,
                                    description="staff ids exempt from quotas (DingTalk's own admins are too)")
-    directory_ttl_s: int = Field(3600, ge=0, description="how long a user's departments are cached")
+    directory_ttl_s: int = Field(3600, ge=0, description="how long a user's departments (DingTalk's contact "
+                                                         "API) are cached; 0: looked up for every message")
     quota_user_messages_per_day: int = Field(0, ge=0, description="0: no limit")
     quota_user_tokens_per_day: int = Field(0, ge=0, description="completion tokens; 0: no limit")
     quota_department_messages_per_day: int = Field(0, ge=0, description="0: no limit")
@@ -103,6 +108,15 @@ class ConnectorSettings(FileSettings):
     @property
     def has_credentials(self) -> bool:
         return bool(self.client_id and self.client_secret.get_secret_value())
+
+    @property
+    def oapi(self) -> str:
+        """Where the old-style API (oapi.dingtalk.com) is reached."""
+        if self.oapi_endpoint:
+            return self.oapi_endpoint.rstrip("/")
+        if self.openapi_endpoint.rstrip("/") == "https://api.dingtalk.com":
+            return "https://oapi.dingtalk.com"
+        return self.openapi_endpoint.rstrip("/")
 
     @property
     def robot(self) -> str:

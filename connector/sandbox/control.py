@@ -169,6 +169,30 @@ async def configure_app(body: AppConfig, request: Request) -> dict[str, Any]:
             "templates": app.templates, "qpsLimit": app.qps_limit}
 
 
+class DirectorySpec(BaseModel):
+    users: dict[str, list[int]] = Field(..., description="staff id -> the department ids the contact API returns")
+    app: str | None = Field(None, description="only for this app (client id); none: every app")
+    replace: bool = Field(False, description="forget the users set before (for this app, or every app's)")
+
+
+@router.post("/directory")
+async def set_directory(body: DirectorySpec, request: Request) -> dict[str, Any]:
+    """The staff directory behind /topapi/v2/user/get: who belongs to which departments."""
+    sandbox = _sandbox(request)
+    if body.app is not None:
+        _app(sandbox, body.app)
+    table = sandbox.directory.setdefault(body.app, {})
+    if body.replace:
+        table.clear()
+    table.update(body.users)
+    return {"app": body.app, "users": table}
+
+
+@router.get("/directory")
+async def get_directory(request: Request) -> dict[str, Any]:
+    return {key or "*": users for key, users in _sandbox(request).directory.items()}
+
+
 class FaultSpec(BaseModel):
     api: str = Field(..., description="an API path such as /v1.0/card/streaming, or *")
     status: int = Field(500, ge=0, le=599, description="0: latency only")

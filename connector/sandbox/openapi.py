@@ -1,9 +1,11 @@
-"""DingTalk's HTTP side: OAuth token, Stream gateway open, cards, robot sends, the session webhook."""
+"""DingTalk's HTTP side: OAuth token, Stream gateway open, cards, robot sends, the session webhook, and the
+old-style contact API's user detail (oapi.dingtalk.com's /topapi/v2/user/get, served on the same port)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,8 @@ router = APIRouter()
 CARD_INSTANCE = "Card.Instance.Write"
 CARD_STREAMING = "Card.Streaming.Write"
 ROBOT_SEND = "qyapi_robot_sendmsg"
+GET_MEMBER = "qyapi_get_member"
+USER_GET = "/topapi/v2/user/get"
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -163,4 +167,47 @@ async def send_by_session(request: Request, session: str = "") -> JSONResponse:
     except ValueError:
         logged = raw[:200].decode(errors="replace")
     sandbox.log_call("POST", "/robot/sendBySession", None, logged, status, answer)
+    return JSONResponse(answer, status_code=status)
+
+
+def _oapi_error(errcode: int, errmsg: str) -> dict[str, Any]:
+    return {"errcode": errcode, "errmsg": errmsg, "request_id": uuid.uuid4().hex[:12]}
+
+
+@router.post(USER_GET)
+async def user_get(request: Request, access_token: str = "") -> JSONResponse:
+    """The user's details, as the old-style API answers: HTTP 200 and an errcode (0: found)."""
+    sandbox = _sandbox(request)
+    app: App | None = None
+    body: Any = None
+    status = 200
+    try:
+        body = await _json(request)
+        app = sandbox.app_for_token(access_token)
+        sandbox.require_scope(app, GET_MEMBER)
+        sandbox.check_qps(app, USER_GET)
+        fault = sandbox.take_fault(USER_GET)
+        if fault is not None and fault.latency_s:
+            await asyncio.sleep(fault.latency_s)
+        if fault is not None and fault.status:
+            status, answer = fault.status, _oapi_error(-1, "系统繁忙 (injected fault)")
+        elif not isinstance(body.get("userid"), str) or not body["userid"]:
+            answer = _oapi_error(400002, "无效的参数 (userid)")
+        elif (departments := sandbox.departments_of(app, body["userid"])) is None:
+            answer = _oapi_error(60121, "找不到该用户")
+        else:
+            answer = {"errcode": 0, "errmsg": "ok", "request_id": uuid.uuid4().hex[:12],
+                      "result": {"userid": body["userid"], "name": body["userid"], "active": True,
+                                 "dept_id_list": departments}}
+    except OpenApiError as exc:
+        if exc.status == 401:
+            answer = _oapi_error(40014, "不合法的access_token")
+        elif "QpsLimit" in exc.code:
+            answer = _oapi_error(90018, "当前请求数超过了应用的限流 (QPS limit)")
+        elif exc.status == 403:
+            answer = _oapi_error(60011, f"没有调用该接口的权限，接口权限申请参考：https://open.dingtalk.com/document/"
+                                        f"orgapp/add-api-permission (missing permission {GET_MEMBER})")
+        else:
+            answer = _oapi_error(400002, exc.message)
+    sandbox.log_call("POST", USER_GET, app, body, status, answer)
     return JSONResponse(answer, status_code=status)

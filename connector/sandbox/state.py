@@ -19,7 +19,7 @@ from typing import Any
 BOT_TOPIC = "/v1.0/im/bot/messages/get"
 SDK_AI_CARD_TEMPLATE = "382e4302-551d-4880-bf29-a30acfab2e71.schema"
 SANDBOX_AI_CARD_TEMPLATE = "sandbox-ai-card.schema"
-ALL_SCOPES = ("Card.Streaming.Write", "Card.Instance.Write", "qyapi_robot_sendmsg")
+ALL_SCOPES = ("Card.Streaming.Write", "Card.Instance.Write", "qyapi_robot_sendmsg", "qyapi_get_member")
 TICKET_TTL_S = 90.0
 TOKEN_TTL_S = 7200
 WEBHOOK_TTL_MS = 90 * 60 * 1000
@@ -151,6 +151,8 @@ class Sandbox:
         self.conversations: dict[str, Conversation] = {}
         self.undelivered: deque[Push] = deque()
         self._qps: dict[tuple[str, str], deque[float]] = {}
+        # the staff directory: staff id -> department ids, for every app (key None) or one app's corp (its id)
+        self.directory: dict[str | None, dict[str, list[int]]] = {None: {}}
         self.rng = random.Random()
         self.add_app(App(client_id="ding-sandbox-app", client_secret="sandbox-secret",
                          robot_code="ding-sandbox-app"))
@@ -223,6 +225,14 @@ class Sandbox:
             raise OpenApiError(403, "Forbidden.AccessDenied.AccessTokenPermissionDenied",
                                f"没有调用该接口的权限，接口权限申请参考 (missing scope {scope})",
                                {"accessdenieddetail": {"requiredScopes": [scope]}})
+
+    def departments_of(self, app: App, user_id: str) -> list[int] | None:
+        """The user's department ids as the contact API tells `app`; None: no such member."""
+        for key in (app.client_id, None):
+            found = self.directory.get(key, {}).get(user_id)
+            if found is not None:
+                return found
+        return None
 
     # ---- connections and pushes --------------------------------------------------------
 
