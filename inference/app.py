@@ -15,11 +15,19 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .auth import Authenticator, key_digest, load_key_file
 from .engines.base import Engine
-from .errors import InferenceError, InvalidRequest, MethodNotAllowed, NotFound, error_body, status_and_type
+from .errors import (
+    InferenceError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    error_body,
+    status_and_type,
+)
 from .gpu import GpuMonitor
 from .metrics import Metrics
-from .middleware import ApiKeyAuth, BodyLimit, RequestMetrics
+from .middleware import BearerAuth, BodyLimit, RequestMetrics
 from .serving.admission import AdmissionController
 from .serving.base import ServerState
 from .serving.chat import ServingChat
@@ -139,12 +147,22 @@ def create_app(settings: InferenceSettings, engine: Engine, *, gpus: GpuMonitor 
 
     app.include_router(openai_api)
     app.include_router(operations)
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
     # Added innermost first: metrics outermost (it counts the 401s and 413s), then the key, then the body limit.
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ApiKeyAuth, api_key=api_key, paths=route_paths(openai_api), prefixes=(V1 + "/",))
+    app.add_middleware(BearerAuth, authenticator=authenticator(settings), metrics=metrics,
+                       paths=route_paths(openai_api), prefixes=(V1 + "/",))
     app.add_middleware(RequestMetrics, metrics=metrics, paths=route_paths(openai_api, operations))
     return app
+
+
+def authenticator(settings: InferenceSettings) -> Authenticator:
+    """The credentials the API accepts: the key file's named keys, the legacy api_key as 'default', the JWT
+    secret. ValueError (worded for the operator) when the key file is unreadable or malformed."""
+    keys = load_key_file(settings.api_keys_file) if settings.api_keys_file else {}
+    if settings.api_key:
+        keys.setdefault("default", key_digest(settings.api_key.get_secret_value()))
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    return Authenticator(keys, secret, settings.jwt_max_lifetime_s, settings.jwt_leeway_s)
 
 
 def route_paths(*routers: APIRouter) -> set[str]:

@@ -33,6 +33,10 @@ class AuthenticationFailed(InferenceError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(InferenceError):
+    code = "insufficient_scope"
+
+
 class NotFound(InferenceError):
     pass
 
@@ -74,6 +78,7 @@ ERROR_TABLE: dict[type[InferenceError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
     ContextLengthExceeded: (400, "invalid_request_error"),
     AuthenticationFailed: (401, "authentication_error"),
+    PermissionDenied: (403, "permission_error"),
     NotFound: (404, "not_found_error"),
     ModelNotFound: (404, "invalid_request_error"),
     MethodNotAllowed: (405, "invalid_request_error"),

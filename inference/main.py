@@ -49,9 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     pii.install()  # ID-card, bank-card, mobile numbers and e-mail addresses masked in every log line
     import uvicorn
 
-    from .app import create_app
+    from .app import authenticator, create_app
     from .engines import build_engine
 
+    try:
+        authenticator(settings)  # a bad key file stops the start before the model is loaded
+    except ValueError as exc:
+        raise SystemExit(f"inference: {exc}") from None
     app = create_app(settings, build_engine(settings))
     drain = app.state.drain  # SIGTERM's graceful stop: inference/serving/drain.py
 

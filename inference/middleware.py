@@ -1,20 +1,30 @@
 """ASGI middlewares, one job each; the paths they act on come from the app's routes (inference/api.py).
 
-Order, outermost first (create_app): RequestMetrics (so it counts the 401s and 413s too), ApiKeyAuth
+Order, outermost first (create_app): RequestMetrics (so it counts the 401s and 413s too), BearerAuth
 (refuses before any body is read), BodyLimit.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
+import logging
 from collections.abc import Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import AuthenticationFailed, InferenceError, PayloadTooLarge, error_body, status_and_type
+from .auth import Authenticator, AuthFailure, required_scope
+from .errors import (
+    AuthenticationFailed,
+    InferenceError,
+    PayloadTooLarge,
+    PermissionDenied,
+    error_body,
+    status_and_type,
+)
 from .metrics import Metrics
+
+log = logging.getLogger("inference.auth")
 
 OTHER = "other"  # the path label of a request that matched no route
 
@@ -58,14 +68,18 @@ class RequestMetrics:
             self.metrics.requests.labels(path if path in self.paths else OTHER, str(seen.get("status", 499))).inc()
 
 
-class ApiKeyAuth:
-    """With an API key set, the protected routes (and anything under a protected prefix) need
-    `Authorization: Bearer <key>`, else 401; every other route stays open (probes, Prometheus)."""
+class BearerAuth:
+    """With credentials configured (inference/auth.py: named keys, a JWT secret), the protected routes (and
+    anything under a protected prefix) need `Authorization: Bearer <key or token>`: 401 in the OpenAI envelope
+    saying what was wrong (never the credential), 403 for a token whose scope does not cover the route. Every
+    other route stays open (probes, Prometheus). The principal's name goes into the scope's state, the log of
+    refusals and `llm_requests_by_principal`; refusals are counted by reason (`llm_auth_failures`)."""
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, paths: Collection[str],
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator, metrics: Metrics, paths: Collection[str],
                  prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
-        self._key = api_key.encode() if api_key else None
+        self.authenticator = authenticator
+        self.metrics = metrics
         self.paths = frozenset(paths)
         self.prefixes = prefixes
 
@@ -73,20 +87,35 @@ class ApiKeyAuth:
         return path in self.paths or path.startswith(self.prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and self._key is not None and self.protects(scope.get("path", ""))
-                and not self._authorized(scope)):
-            await send_error(send, AuthenticationFailed("Missing or invalid API key: send 'Authorization: Bearer "
-                                                        "<key>'."))
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self.authenticator.enabled or not self.protects(path):
+            await self.app(scope, receive, send)
             return
+        try:
+            principal = self.authenticator.authenticate(_bearer(scope))
+        except AuthFailure as exc:
+            self.metrics.auth_failures.labels(exc.reason).inc()
+            client = scope.get("client") or ("?", 0)
+            log.warning("refused %s %s from %s: %s", scope.get("method"), path, client[0], exc.reason)
+            await send_error(send, AuthenticationFailed(exc.message))
+            return
+        if required_scope(path) not in principal.scopes:
+            self.metrics.auth_failures.labels("scope").inc()
+            await send_error(send, PermissionDenied(f"The token's scope does not allow {path} "
+                                                    f"(needs {required_scope(path)!r})."))
+            return
+        self.metrics.principal_requests.labels(principal.name).inc()
+        scope.setdefault("state", {})["principal"] = principal.name
+        log.debug("%s %s by %s", scope.get("method"), path, principal.name)
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        assert self._key is not None
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
-        return False
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
 
 
 class BodyLimit:

@@ -34,14 +34,19 @@ class InferenceSettings(FileSettings):
     max_waiting: int = Field(64, ge=0, description="requests queued beyond the running batch before 429")
     max_prefill_tokens: int = Field(4096, ge=16, description="prompt tokens admitted per engine step")
     default_max_tokens: int = Field(512, ge=1)
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="one static key (named 'default'); prefer api_keys_file")
+    api_keys_file: Path | None = Field(None, description="TOML of name = \"sha256:<hex>\" (python -m inference.tokens "
+                                                         "new-key writes it)")
+    jwt_secret: SecretStr | None = Field(None, description="accept HS256 bearer tokens signed with this secret")
+    jwt_max_lifetime_s: int = Field(3600, ge=1, description="longest token lifetime accepted (exp - iat)")
+    jwt_leeway_s: int = Field(30, ge=0, le=300, description="clock skew allowed on exp / nbf / iat")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     num_threads: int | None = Field(None, ge=1)
     warmup: bool = True
     drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, running streams get this long to finish")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("api_key")
+    @field_validator("api_key", "jwt_secret")
     @classmethod
     def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
@@ -53,4 +58,4 @@ class InferenceSettings(FileSettings):
         if self.served_model_name:
             return self.served_model_name
         name = self.model_path.name
-        return name[: -len(".gguf")] if name.endswith(".gguf") else name
+        return name.removesuffix(".gguf")
