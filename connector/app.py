@@ -28,7 +28,7 @@ from .core.middleware import (
     rate_limit,
     trailed,
 )
-from .core.model import ModelClient
+from .core.model import ModelClient, TokenMinter
 from .core.ratelimit import SlidingWindowLimiter
 from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
@@ -176,7 +176,9 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     retry = RetryPolicy.from_settings(s)
     model = ModelClient(s.model_base_url, s.model_api_key.get_secret_value(), http, model=s.model_name,
                         temperature=s.temperature, max_tokens=s.max_tokens, timeout_s=s.model_timeout_s,
-                        connect_timeout_s=s.model_connect_timeout_s, retry=retry)
+                        connect_timeout_s=s.model_connect_timeout_s, retry=retry,
+                        minter=TokenMinter(s.model_jwt_secret.get_secret_value(), ttl_s=s.model_token_ttl_s)
+                        if s.model_jwt_secret else None)
     api = DingTalkAPI(endpoint=s.openapi_endpoint, client_id=s.client_id,
                       client_secret=s.client_secret.get_secret_value(), http=http, card_qps=s.card_qps,
                       retry=retry, on_call=lambda api, outcome: m.api_calls.labels(api, outcome).inc())

@@ -46,6 +46,9 @@ class ConnectorSettings(FileSettings):
     model_base_url: str = "http://127.0.0.1:8000/v1"
     model_name: str | None = Field(None, description="default: the first model the server lists")
     model_api_key: SecretStr = SecretStr("unused")
+    model_jwt_secret: SecretStr | None = Field(
+        None, description="the inference server's jwt_secret: send short-lived HS256 tokens instead of the key")
+    model_token_ttl_s: int = Field(600, ge=30, le=3600, description="lifetime of each minted model token")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(512, ge=1)
     model_timeout_s: float = Field(120.0, gt=0)
@@ -100,7 +103,7 @@ class ConnectorSettings(FileSettings):
     health_port: int = Field(8001, ge=0, le=65535)
     log_level: str = "info"
 
-    @field_validator("redis_url", "audit_dsn")
+    @field_validator("redis_url", "audit_dsn", "model_jwt_secret")
     @classmethod
     def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
@@ -129,4 +132,6 @@ class ConnectorSettings(FileSettings):
             values.append(self.redis_url.get_secret_value())
         if self.audit_dsn:
             values.append(self.audit_dsn.get_secret_value())
+        if self.model_jwt_secret:
+            values.append(self.model_jwt_secret.get_secret_value())
         return [v for v in values if v and v != "unused"]

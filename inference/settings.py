@@ -46,6 +46,14 @@ class InferenceSettings(FileSettings):
     drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, running streams get this long to finish")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("jwt_secret must be at least 32 characters (RFC 7518: an HS256 key as long as the "
+                             "hash); make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return value
+
     @field_validator("api_key", "jwt_secret")
     @classmethod
     def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:

@@ -17,6 +17,7 @@ os.environ[MARKER] = str(os.getpid())
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
 TEST_API_KEY = "sk-test-appliance-0123456789"
+TEST_JWT_SECRET = "jwt-secret-for-the-test-servers-0123"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -61,10 +62,10 @@ def inference(log_dir: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 def small_inference(log_dir: Path) -> Iterator[ServerProcess]:
-    """A second real server with one slot, no queue, and an API key."""
+    """A second real server with one slot, no queue, an API key and a JWT secret."""
     _require_model()
     server = inference_server("inference-small", max_num_seqs=1, max_waiting=0, api_key=TEST_API_KEY,
-                              max_model_len=256)
+                              jwt_secret=TEST_JWT_SECRET, max_model_len=256)
     server.start(log_dir).wait_ready()
     try:
         yield server

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import openai
 
 from ..skills.base import ModelError
@@ -27,10 +28,28 @@ def model_error(exc: openai.OpenAIError) -> ModelError:
                       else None)
 
 
+class TokenMinter:
+    """Short-lived HS256 bearer tokens for the model server, minted from its shared jwt_secret (PyJWT) and
+    renewed when less than a third of the lifetime is left: a leaked token is worth minutes, not forever."""
+
+    def __init__(self, secret: str, *, ttl_s: int, subject: str = "connector") -> None:
+        self._secret, self.ttl_s, self.subject = secret, ttl_s, subject
+        self._token, self._expires = "", 0.0
+
+    def token(self) -> str:
+        now = time.time()
+        if now > self._expires - self.ttl_s / 3:
+            issued = int(now)
+            self._token = jwt.encode({"sub": self.subject, "iat": issued, "nbf": issued, "exp": issued + self.ttl_s},
+                                     self._secret, algorithm="HS256")
+            self._expires = issued + self.ttl_s
+        return self._token
+
+
 class ModelClient:
     def __init__(self, base_url: str, api_key: str, http: httpx.AsyncClient, *, model: str | None,
                  temperature: float, max_tokens: int, timeout_s: float, connect_timeout_s: float,
-                 retry: RetryPolicy) -> None:
+                 retry: RetryPolicy, minter: TokenMinter | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.root_url = self.base_url.removesuffix("/v1")
         self._http = http
@@ -40,11 +59,18 @@ class ModelClient:
         self._window: int | None = None
         self._window_checked = 0.0
         self.temperature, self.max_tokens = temperature, max_tokens
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._api_key, self._minter = api_key, minter
         self.retry = retry
 
+    def _credential(self) -> str:
+        return self._minter.token() if self._minter is not None else self._api_key
+
+    def _api(self) -> openai.AsyncOpenAI:
+        """The OpenAI client with the current credential (a fresh token when tokens are minted)."""
+        return self._client if self._minter is None else self._client.with_options(api_key=self._credential())
+
     async def _describe(self) -> None:
-        models = await self._client.models.list()
+        models = await self._api().models.list()
         first = models.data[0]
         if self._model is None:
             self._model = first.id
@@ -73,7 +99,7 @@ class ModelClient:
     async def count_tokens(self, messages: list[dict[str, str]]) -> int | None:
         """Exact prompt size from the server's /tokenize when it has one (ours and vLLM's do)."""
         try:
-            r = await self._http.post(self.root_url + "/tokenize", headers=self._headers, timeout=5.0,
+            r = await self._http.post(self.root_url + "/tokenize", headers={"Authorization": f"Bearer {self._credential()}"}, timeout=5.0,
                                       json={"model": await self.model_id(), "messages": messages})
             if r.status_code == 200:
                 return int(r.json()["count"])
@@ -87,7 +113,7 @@ class ModelClient:
 
         async def open_stream() -> Any:
             try:
-                return await self._client.chat.completions.create(
+                return await self._api().chat.completions.create(
                     model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
                     max_tokens=max_tokens or self.max_tokens, stream_options={"include_usage": True})
             except openai.OpenAIError as exc:

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from ..conftest import TEST_API_KEY
+from ..conftest import TEST_API_KEY, TEST_JWT_SECRET
 from ..servers import TEST_ENGINE, ServerProcess, scrape
 
 pytestmark = pytest.mark.slow
@@ -337,6 +337,31 @@ def test_api_key_required_on_v1_only(small_inference: ServerProcess) -> None:
         openai.OpenAI(base_url=url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
     for open_path in ("/health", "/ready", "/metrics"):
         assert httpx.get(url + open_path).status_code == 200
+
+
+def test_short_lived_tokens_with_the_official_client(small_inference: ServerProcess) -> None:
+    """`python -m inference.tokens issue` mints what the server accepts; an expired or forged one is a 401
+    that says why, and the token never reaches the log."""
+    import subprocess
+    import sys
+
+    from inference.auth import issue_token
+
+    env = {"INFERENCE_JWT_SECRET": TEST_JWT_SECRET, "PATH": "/usr/bin:/bin"}
+    token = subprocess.run([sys.executable, "-m", "inference.tokens", "issue", "--sub", "tester", "--ttl", "300"],
+                           capture_output=True, text=True, check=True, env=env).stdout.strip()
+    client = openai.OpenAI(base_url=small_inference.url + "/v1", api_key=token, max_retries=0)
+    assert [m.id for m in client.models.list().data]
+    expired = issue_token(TEST_JWT_SECRET, subject="tester", ttl_s=60, now=time.time() - 600)
+    with pytest.raises(openai.AuthenticationError, match="expired"):
+        openai.OpenAI(base_url=small_inference.url + "/v1", api_key=expired, max_retries=0).models.list()
+    forged = issue_token("not-the-servers-secret-0123456789", subject="admin", ttl_s=60)
+    with pytest.raises(openai.AuthenticationError, match="signature"):
+        openai.OpenAI(base_url=small_inference.url + "/v1", api_key=forged, max_retries=0).models.list()
+    metrics = scrape(small_inference.url)
+    assert metrics['llm_requests_by_principal_total{principal="jwt:tester"}'] >= 1
+    assert metrics['llm_auth_failures_total{reason="expired"}'] >= 1
+    assert token not in small_inference.log() and expired not in small_inference.log()
 
 
 def test_api_key_never_logged(small_inference: ServerProcess) -> None:
