@@ -45,7 +45,7 @@ class PostgresServer:
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         command = ["runuser", "-u", "postgres", "--", *args] if self._as_root else list(args)
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root, check=False)
 
     @property
     def admin_dsn(self) -> str:

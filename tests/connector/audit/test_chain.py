@@ -4,6 +4,7 @@ found and named; a purge leaves an anchor and the rest still verifies; the head 
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_intact_chain_verifies_and_links(store, path) -> None:
     assert verdict.ok and verdict.records == 6 and (verdict.first_seq, verdict.last_seq) == (1, 6)
     rows = list(store.rows())
     assert rows[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(rows))
     for row in rows:  # each hash is SHA-256 of the canonical body, which holds its own seq and prev hash
         body = json.loads(row.body)
         assert row.hash == sha256(row.body) and canonical(body) == row.body

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from itertools import pairwise
 
 import psycopg
 import pytest
@@ -78,6 +79,6 @@ def test_concurrent_writer_processes_keep_one_chain(pg_dsn: str) -> None:
     assert verdict.ok and verdict.records == 450, verdict
     senders = [r.sender_id for r in store.rows()]
     assert {s: senders.count(s) for s in set(senders)} == {"p0": 150, "p1": 150, "p2": 150}
-    switches = sum(a != b for a, b in zip(senders, senders[1:], strict=False))
+    switches = sum(a != b for a, b in pairwise(senders))
     print(f"the writers took turns {switches} times")  # > 2: they really wrote at the same time
     store.close()

@@ -17,8 +17,8 @@ from connector.audit.records import Recorder
 from connector.audit.sqlite_store import SqliteStore
 from connector.audit.writer import AuditWriter, SpillFile
 
-from .helpers import records, trail
 from ..sandbox.helpers import wait_for
+from .helpers import records, trail
 
 
 def writer_for(store, tmp_path: Path, counts: Counter, **options) -> AuditWriter:
