@@ -177,7 +177,8 @@ class ChatHandler:
         if trail is not None:
             trail.answer = text
             trail.cited = [Cited(p.source, p.score) for p in passages]
-        await reply.finish(text + citations(passages))
+        notes = "".join(f"\n\n{a.note}" for a in augments if a.note)
+        await reply.finish(text + citations(passages) + notes)
         log.debug("answered %s: %d characters, %d passages cited", message.message_id, len(text), len(passages))
         self.hooks.on_reply_done(time.monotonic() - message.received_at)
         if text.strip():

@@ -132,3 +132,5 @@ KB_DOCUMENTS = Text("{count} 个文档", "{count} documents", EN)
 KB_CHUNKS = Text("{count} 个片段", "{count} chunks", EN)
 KB_MORE = Text("… 还有 {count} 个", "… {count} more", EN)
 KB_UNREADABLE = Text("无法读取", "Unreadable", INLINE)
+KB_RESTRICTED_LEFT_OUT = Text("某些受限文档未使用，请私聊我。",
+                              "Some restricted documents were left out; ask me in a direct message.")

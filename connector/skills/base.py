@@ -48,6 +48,7 @@ class Augment:
     instructions: str = ""
     passages: tuple[Passage, ...] = ()
     max_tokens: int | None = None  # a longer (or shorter) answer when this context is used
+    note: str = ""  # shown to the user under the answer, after the sources (never given to the model)
 
 
 SkillResult = Answer | Augment | None

@@ -1,4 +1,10 @@
-"""The knowledge-base skill: answers grounded in the company's own documents, with the files cited in the card."""
+"""The knowledge-base skill: answers grounded in the company's own documents, with the files cited in the card.
+
+Access by identity (access.py): folders may hold an ``_access.toml``; passages of documents the asker may not
+read are dropped before they reach the model (so nothing of them can be paraphrased) and named in
+``ctx.denied`` (the audit record). In a group chat only documents open to all are used, and when restricted
+ones matched that the asker could read, the card says so and suggests a direct message. ``/kb`` lists only
+what the asker may read (in a group: what everyone may read)."""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,7 @@ from pydantic import Field
 
 from ...core import messages as catalogue
 from ..base import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillError, SkillResult, SkillServices
+from .access import AccessPolicy
 
 log = logging.getLogger("connector.skills.knowledge_base")
 
@@ -39,6 +47,8 @@ class KnowledgeBaseConfig(SkillConfig):
                                                            "the connector's max_tokens")
     instructions: str = INSTRUCTIONS
     quote: bool = Field(True, description="show, with each cited file, the sentence that best answers")
+    open_without_access_file: bool = Field(True, description="documents under no _access.toml are readable by "
+                                                             "everyone (true) or by nobody (false)")
 
 
 class KnowledgeBaseSkill(Skill):
@@ -59,6 +69,7 @@ class KnowledgeBaseSkill(Skill):
         self._task: asyncio.Task | None = None
         self._scan_lock = asyncio.Lock()
         self._progress: tuple[int, int] | None = None  # files looked at / files in the folder, while scanning
+        self.access = AccessPolicy({})  # replaced by the folder's _access.toml files at start and at every scan
 
     @property
     def index_dir(self) -> Path:
@@ -113,6 +124,7 @@ class KnowledgeBaseSkill(Skill):
     async def start(self, services: SkillServices) -> None:
         await super().start(services)
         self.index = await asyncio.to_thread(self.open_index)
+        await self._load_access()  # before the first question: no document is ever served unchecked
         await asyncio.to_thread(self.index.load)
         documents, chunks = self.index.size
         log.info("knowledge base: %s, %d documents / %d chunks indexed; scanning for changes", self.config.folder,
@@ -124,8 +136,14 @@ class KnowledgeBaseSkill(Skill):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def _load_access(self) -> None:
+        assert self.config.folder is not None
+        self.access = await asyncio.to_thread(AccessPolicy.load, self.config.folder,
+                                              self.config.open_without_access_file)
+
     async def rescan(self) -> Any:
         async with self._scan_lock:
+            await self._load_access()
             try:
                 report = await asyncio.to_thread(self.index.scan, self._set_progress)
             finally:
@@ -164,7 +182,7 @@ class KnowledgeBaseSkill(Skill):
     async def handle(self, ctx: SkillContext) -> SkillResult:
         text = ctx.text
         if text == "/kb":
-            return Answer(self._listing(), catalogue.KB_TITLE())
+            return Answer(self._listing(self._reader(ctx)), catalogue.KB_TITLE())
         if text == "/kb reindex":
             if not ctx.message.is_admin:
                 return Answer(catalogue.KB_ADMINS_ONLY(), catalogue.KB_TITLE_SHORT())
@@ -174,21 +192,48 @@ class KnowledgeBaseSkill(Skill):
             return None
         started = time.monotonic()
         question = await asyncio.to_thread(self.index.embed_question, text)  # once, for search and quotes
-        hits = await asyncio.to_thread(self.index.search, question, self.config.top_k, self.config.min_score,
-                                       self.config.score_margin, self.config.min_lift)
+        allow = self._reader(ctx)
+        search = (question, self.config.top_k, self.config.min_score, self.config.score_margin, self.config.min_lift)
+        hits = await asyncio.to_thread(self.index.search, *search, allow)
         log.debug("knowledge base: %d passages for %s in %.0f ms (%s)", len(hits), ctx.message.message_id,
                   (time.monotonic() - started) * 1000, ", ".join(f"{h.source} {h.score:.3f}" for h in hits))
+        note = ""
+        if allow is not None:  # what the rules left out: for the audit, and the group chat's note
+            denied = sorted({h.path for h in await asyncio.to_thread(self.index.search, *search) if not allow(h.path)})
+            if denied:
+                note = self._left_out(ctx, denied)
         if not hits:
-            return None
+            return Augment(note=note) if note else None
         quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote else [""] * len(hits)
         return Augment(self.config.instructions,
                        tuple(Passage(h.text, h.source, h.score, q) for h, q in zip(hits, quotes, strict=True)),
-                       max_tokens=self.config.max_tokens)
+                       max_tokens=self.config.max_tokens, note=note)
 
-    def _listing(self) -> str:
+    def _reader(self, ctx: SkillContext) -> Callable[[str], bool] | None:
+        """Which documents this message may use (a document's relative path -> yes/no); None: all of them."""
+        access, message = self.access, ctx.message
+        if not access.restricts:
+            return None
+        if message.conversation_kind == "group":  # the other members may not be entitled
+            return access.open_to_all
+        return lambda document: access.readable(document, message.sender_id, ctx.departments)
+
+    def _left_out(self, ctx: SkillContext, denied: list[str]) -> str:
+        """Note the documents left out (ctx.denied, audited); the note for the card, if any."""
+        ctx.denied.extend(denied)
+        message = ctx.message
+        log.info("knowledge base: %d restricted documents left out for %s in %s %s", len(denied), message.sender_id,
+                 message.conversation_kind, message.message_id)
+        log.debug("knowledge base: left out for %s: %s", message.sender_id, ", ".join(denied))
+        if message.conversation_kind == "group" and any(
+                self.access.readable(d, message.sender_id, ctx.departments) for d in denied):
+            return catalogue.KB_RESTRICTED_LEFT_OUT()  # in a direct message they would be used
+        return ""
+
+    def _listing(self, allow: Callable[[str], bool] | None = None) -> str:
         if self.index is None:
             return catalogue.KB_NOT_RUNNING()
-        files = self.index.manifest["files"]
+        files = {rel: entry for rel, entry in self.index.manifest["files"].items() if allow is None or allow(rel)}
         if not files:
             return catalogue.KB_EMPTY()
         lines = [f"**{catalogue.KB_TITLE()}**: {catalogue.KB_DOCUMENTS(count=len(files))}", ""]
@@ -196,7 +241,8 @@ class KnowledgeBaseSkill(Skill):
                   for rel, entry in sorted(files.items())[:50]]
         if len(files) > 50:
             lines.append(f"- {catalogue.KB_MORE(count=len(files) - 50)}")
-        failed = self.last_scan.failed if self.last_scan is not None else {}
+        failed = {rel: reason for rel, reason in (self.last_scan.failed if self.last_scan is not None else {}).items()
+                  if allow is None or allow(rel)}
         if failed:
             lines += ["", f"**{catalogue.KB_UNREADABLE()}**: {len(failed)}"]
             lines += [f"- {reason}" for _, reason in sorted(failed.items())[:20]]

@@ -254,9 +254,11 @@ class VectorIndex:
         return self.embedder.query(question)
 
     def search(self, question: str | np.ndarray, top_k: int = 3, min_score: float = 0.0, margin: float = 1.0,
-               lift: float | None = None) -> list[Hit]:
+               lift: float | None = None, allow: Callable[[str], bool] | None = None) -> list[Hit]:
         """The best passages: at least ``min_score``, within ``margin`` of the best one, and (with ``lift``) at
-        least that much closer to the question than the closest BACKGROUND sentence."""
+        least that much closer to the question than the closest BACKGROUND sentence. With ``allow`` (a document's
+        relative path -> may it be used), only passages of allowed documents, chosen among those alone: the
+        others never count, not even as the best one the margin is measured from."""
         matrix, meta = self._data
         if not meta:
             return []
@@ -266,13 +268,18 @@ class VectorIndex:
             if self._background is None:
                 self._background = self.embedder.passages(list(BACKGROUND))
             min_score = max(min_score, float((self._background @ query).max()) + lift)
-        best = np.argsort(-scores)[: top_k * 3]
         hits: list[Hit] = []
         seen = set()
-        for row in best:
+        best: float | None = None
+        for row in np.argsort(-scores):
             score = float(scores[row])
+            if score < min_score or (best is not None and score < best - margin):
+                break  # sorted: nothing further qualifies
             text, source, rel = meta[row]
-            if score < min_score or score < float(scores[best[0]]) - margin or text in seen:
+            if allow is not None and not allow(rel):
+                continue
+            best = score if best is None else best
+            if text in seen:
                 continue
             seen.add(text)
             hits.append(Hit(text, source, rel, score))

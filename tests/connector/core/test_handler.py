@@ -162,3 +162,25 @@ async def test_passages_are_dropped_last_first_when_the_window_is_short() -> Non
     assert "Canteen" not in messages[0]["content"] and "MX-12" not in messages[0]["content"]
     assert "Press HP-400" in messages[0]["content"]
     assert sink.replies[-1].final.endswith("Sources**: `handbook.pdf (p. 2)`")
+
+
+class Restricted(Skill):
+    """Left restricted documents out: a note for the card, the documents for the audit."""
+
+    name = "restricted"
+
+    async def handle(self, ctx: SkillContext):
+        ctx.denied.append("finance/budget.md")
+        return Augment(note="Some restricted documents were left out.")
+
+
+async def test_a_skills_note_is_shown_after_the_sources_never_given_to_the_model() -> None:
+    from connector.core.trail import opened
+
+    handler, model, _, sink = make([Restricted(SkillConfig()), Quoting(SkillConfig())])
+    with opened(msg("When does the canteen open?")) as trail:
+        await handler(msg("When does the canteen open?"))
+    final = sink.replies[-1].final
+    assert final.endswith("Canteen opens at 7.”\n2. `menu.txt`\n\nSome restricted documents were left out.")
+    assert all("restricted" not in m["content"] for m in model.calls[-1][0])
+    assert trail.denied == ["finance/budget.md"]
