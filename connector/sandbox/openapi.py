@@ -89,6 +89,12 @@ async def open_connection(request: Request) -> JSONResponse:
         if not isinstance(subscriptions, list) or not subscriptions:
             raise OpenApiError(400, "invalidParameter", "subscriptions invalid")
         app = sandbox.check_credentials(body.get("clientId"), body.get("clientSecret"))
+        fault = sandbox.take_fault("/v1.0/gateway/connections/open")  # a stalling or failing gateway
+        if fault is not None:
+            if fault.latency_s:
+                await asyncio.sleep(fault.latency_s)
+            if fault.status:
+                raise OpenApiError(fault.status, fault.code, "injected fault")
         ticket = sandbox.issue_ticket(app, [s for s in subscriptions if isinstance(s, dict)])
         answer, status = {"endpoint": sandbox.ws_base + "/connect", "ticket": ticket}, 200
     except OpenApiError as exc:
