@@ -24,6 +24,13 @@ class ConnectorMetrics:
         self.skill_results = Counter("connector_skill_results", "What skills did with messages (answer, augment, "
                                      "error), by skill.", ["skill", "outcome"], registry=r)
         self.reconnects = Counter("connector_stream_reconnects", "Stream reconnections.", registry=r)
+        self.audit_records = Counter("connector_audit_records", "Audit records, by result: written to the store, "
+                                     "spilled to the local file (queue full or store failing), replayed from it "
+                                     "into the chain.", ["result"], registry=r)
+        self.audit_write_failures = Counter("connector_audit_write_failures", "Failed writes to the audit store "
+                                            "(the records were spilled, not lost).", registry=r)
+        for result in ("written", "spilled", "replayed"):  # zeros from the start, for the alert and dashboard
+            self.audit_records.labels(result)
         self.to_first_card_call = Histogram("connector_message_to_first_card_call_seconds",
                                             "Message receipt to the card's first API call.", buckets=LATENCY,
                                             registry=r)
