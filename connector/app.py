@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from . import __version__
+from .audit.writer import AuditWriter
 from .core.dispatcher import Dispatcher
 from .core.handler import ChatHandler, HandlerHooks
 from .core.identity import DirectoryCache, identity
@@ -64,10 +65,13 @@ def notifier(replies: DingTalkReplies, metrics: ConnectorMetrics) -> Notify:
 
 class Intake:
     """What the transport calls right after the ACK: count the message and queue it, or tell the sender the
-    connector is busy (or restarting, once a stop was asked for)."""
+    connector is busy (or restarting, once a stop was asked for). A refused message never reaches the pipeline;
+    `on_refused(message, reason)` records it (the audit trail)."""
 
-    def __init__(self, dispatcher: Dispatcher, metrics: ConnectorMetrics, notify: Notify) -> None:
+    def __init__(self, dispatcher: Dispatcher, metrics: ConnectorMetrics, notify: Notify,
+                 on_refused: Callable[[IncomingMessage, str], None] | None = None) -> None:
         self.dispatcher, self.metrics, self.notify = dispatcher, metrics, notify
+        self.on_refused = on_refused
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
 
@@ -77,7 +81,13 @@ class Intake:
                   message.conversation_id, message.sender_id, message.text[:200])  # personal data masked (pii)
         if not self.dispatcher.submit(message):
             self.metrics.refused.inc()
-            self._spawn(self.notify(message, BUSY() if not self.stopping.is_set() else RESTARTING()))
+            busy = not self.stopping.is_set()
+            if self.on_refused is not None:
+                try:
+                    self.on_refused(message, "busy" if busy else "restarting")
+                except Exception:  # the notice still goes out
+                    log.exception("refused message %s not recorded", message.message_id)
+            self._spawn(self.notify(message, BUSY() if busy else RESTARTING()))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -103,6 +113,7 @@ class ConnectorApp:
     dispatcher: Dispatcher
     intake: Intake
     transport: StreamTransport
+    audit: AuditWriter | None = None  # None when audit_enabled is off
     started_at: float = field(default_factory=time.time)
 
     def request_stop(self) -> None:
@@ -136,6 +147,8 @@ class ConnectorApp:
         log.info("skills: %s", ", ".join(s.name for s in self.skills) or "none")
         if self.redis is not None:
             await self.redis.ping()
+        if self.audit is not None:
+            self.audit.start()
         transport_task = asyncio.create_task(self.transport.run())
         log.info("connector %s started: model %s, DingTalk %s", __version__, self.settings.model_base_url,
                  self.settings.openapi_endpoint)
@@ -151,6 +164,8 @@ class ConnectorApp:
                                  return_exceptions=True)
             await self.dispatcher.cancel_all()
         await self.intake.settle()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.stop)  # writes what is queued (or spills it)
         for skill in reversed(self.skills):
             try:
                 await skill.stop()
@@ -203,6 +218,11 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     directory = DirectoryCache(DingTalkDirectory(api, s.oapi, http, on_call=lambda api, outcome: m.api_calls.labels(
         api, outcome).inc()), s.directory_ttl_s)  # the sender's departments, for the skills and the audit
     trail_consumers: list[Callable[[Trail], None]] = []  # audit writer, quota charge (issue 16)
+    audit = None
+    if s.audit_enabled:
+        audit = AuditWriter.from_settings(s, on_result=lambda result, n: m.audit_records.labels(result).inc(n),
+                                          on_failure=m.audit_write_failures.inc)
+        trail_consumers.append(audit.submit)  # never blocks: a bounded queue, drained by the writer's thread
     pipeline = chain([
         dedup(dedup_store, lambda msg: m.duplicates.inc()),
         trailed(trail_consumers),
@@ -212,7 +232,8 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
         message_policy(s.max_message_chars, notify),
     ], handler)
     dispatcher = Dispatcher(pipeline, max_in_flight=s.max_in_flight, max_backlog=s.max_backlog)
-    intake = Intake(dispatcher, m, notify)
+    intake = Intake(dispatcher, m, notify, on_refused=None if audit is None else lambda msg, reason: audit.submit(
+        Trail(msg, outcome="refused", reason=reason, finished_mono=time.monotonic())))
     transport = StreamTransport(
         client_id=s.client_id, client_secret=s.client_secret.get_secret_value(), on_message=intake.on_message,
         heartbeat_interval_s=s.heartbeat_interval_s, reconnect_policy=RetryPolicy.reconnect(s),
@@ -221,7 +242,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
              connected=lambda: bool(transport.connected),
              redis_up=lambda: -1.0 if redis is None else (1.0 if redis.up else 0.0))
     return ConnectorApp(settings=s, metrics=m, http=http, redis=redis, replies=replies, skills=skills,
-                        services=services, dispatcher=dispatcher, intake=intake, transport=transport)
+                        services=services, dispatcher=dispatcher, intake=intake, transport=transport, audit=audit)
 
 
 async def serve(settings: ConnectorSettings) -> None:
