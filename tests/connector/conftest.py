@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,9 +70,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+def _audit_dir() -> Path:
+    """Where connectors started by tests keep their audit trail unless a test names one: one temporary folder
+    for the session, removed at its end (never var/ in the working tree)."""
+    global _AUDIT_DIR
+    if _AUDIT_DIR is None:
+        _AUDIT_DIR = Path(tempfile.mkdtemp(prefix="connector-audit-"))
+        atexit.register(shutil.rmtree, _AUDIT_DIR, True)
+    return _AUDIT_DIR
+
+
+_AUDIT_DIR: Path | None = None
+
+
 def connector_process(name: str, *, emulator, client_id: str, secret: str, model_url: str,
                       redis_url: str | None = None, **settings: object) -> ServerProcess:
     port = free_port()
+    if "audit_path" not in settings and "audit_dsn" not in settings:
+        settings["audit_path"] = _audit_dir() / f"{name}-{port}.sqlite3"
+    settings.setdefault("audit_spill_path", _audit_dir() / f"{name}-{port}-spill.jsonl")
     env = {
         "CONNECTOR_CLIENT_ID": client_id, "CONNECTOR_CLIENT_SECRET": secret,
         "CONNECTOR_OPENAPI_ENDPOINT": emulator.url, "CONNECTOR_MODEL_BASE_URL": model_url,
