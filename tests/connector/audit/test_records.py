@@ -77,3 +77,10 @@ def test_refused_trail_has_no_answer() -> None:
     done.refuse("rate_limited", "too_fast")
     record = Recorder().record(done)
     assert (record.outcome, record.reason, record.answer) == ("rate_limited", "too_fast", "")
+
+
+def test_the_real_masker_from_settings() -> None:
+    recorder = recorder_for(ConnectorSettings(audit_mask_pii=True))
+    record = recorder.record(trail("My ID is 11010519491231002X, call 13812345678", "Noted, a.b@example.com"))
+    assert record.question == "My ID is 11************002X, call 138****5678"
+    assert record.answer == "Noted, a***@example.com"
