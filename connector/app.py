@@ -30,6 +30,8 @@ from .core.middleware import (
     trailed,
 )
 from .core.model import ModelClient, TokenMinter
+from .core.quota import OUTCOMES as QUOTA_OUTCOMES
+from .core.quota import Limits, MemoryCounters, Quota, RedisCounters, quota_limit
 from .core.ratelimit import SlidingWindowLimiter
 from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
@@ -206,7 +208,15 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     for skill in skills:  # zeros from the start, so dashboards and alerts see every series
         for outcome in ("answer", "augment", "error"):
             m.skill_results.labels(skill.name, outcome)
-    services = SkillServices(model=model, skills=lambda: skills, version=__version__, context_ttl_s=s.context_ttl_s)
+    limits, quota = Limits.from_settings(s), None
+    if limits.any:  # daily quotas: in Redis when configured (shared by replicas), else in this process
+        counters = RedisCounters(redis.client, on_error=lambda: m.errors.labels("quota").inc()) \
+            if redis is not None else MemoryCounters()
+        quota = Quota(counters, limits, timezone=s.quota_timezone, admins=s.admin_users)
+        for outcome in QUOTA_OUTCOMES:
+            m.quota.labels(outcome)
+    services = SkillServices(model=model, skills=lambda: skills, version=__version__, context_ttl_s=s.context_ttl_s,
+                             quota=quota)
     handler = ChatHandler(services=services, store=context_store, sink=replies, skills=skills,
                           system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
                           group_context_per_sender=s.group_context_per_sender,
@@ -230,6 +240,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
         allowlist(s.allow_users, s.allow_groups, notify),
         rate_limit(SlidingWindowLimiter(s.user_rate_limit, s.user_rate_window_s), notify, m.rate_limited.inc),
         message_policy(s.max_message_chars, notify),
+        *([quota_limit(quota, notify, lambda outcome: m.quota.labels(outcome).inc())] if quota is not None else []),
     ], handler)
     dispatcher = Dispatcher(pipeline, max_in_flight=s.max_in_flight, max_backlog=s.max_backlog)
     intake = Intake(dispatcher, m, notify, on_refused=None if audit is None else lambda msg, reason: audit.submit(
@@ -237,6 +248,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     transport = StreamTransport(
         client_id=s.client_id, client_secret=s.client_secret.get_secret_value(), on_message=intake.on_message,
         heartbeat_interval_s=s.heartbeat_interval_s, reconnect_policy=RetryPolicy.reconnect(s),
+        endpoint=s.openapi_endpoint, http=http, handshake_timeout_s=s.stream_handshake_timeout_s,
         on_state=lambda state: m.reconnects.inc() if state == "reconnect" else None)
     m.gauges(backlog=lambda: dispatcher.backlog, in_flight=lambda: dispatcher.in_flight,
              connected=lambda: bool(transport.connected),

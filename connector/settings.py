@@ -39,6 +39,7 @@ class ConnectorSettings(FileSettings):
     retry_base_delay_s: float = Field(0.3, ge=0)
     retry_max_delay_s: float = Field(10.0, ge=0, description="longest wait between attempts, Retry-After included")
     heartbeat_interval_s: float = Field(30.0, gt=0)
+    stream_handshake_timeout_s: float = Field(10.0, gt=0, description="the gateway's connections/open call")
     reconnect_max_backoff_s: float = Field(300.0, gt=0)
     webhook_chunk_chars: int = Field(3800, ge=200)
 
@@ -107,6 +108,17 @@ class ConnectorSettings(FileSettings):
     @classmethod
     def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
+        return value
 
     @property
     def has_credentials(self) -> bool:

@@ -1,9 +1,10 @@
 """Stream-mode transport: one WebSocket to DingTalk, heartbeat, reconnect, ACK first, parse once.
 
-Uses the dingtalk-stream SDK for the gateway handshake (AppKey / AppSecret ->
-endpoint + ticket) and its frame types, and runs its own connection loop
-because the SDK 0.24.3 loop neither detects a silent socket (its keepalive
-never waits for the pong) nor backs off (fixed 10 s / 3 s sleeps).
+Speaks the dingtalk-stream SDK's protocol (its gateway handshake body, user agent and frame format) but
+runs its own handshake and connection loop: the SDK 0.24.3 handshake is a blocking `requests.post` without a
+timeout (a gateway that accepts the TCP connection and never answers would hang reconnection and SIGTERM),
+and its loop neither detects a silent socket (its keepalive never waits for the pong) nor backs off (fixed
+10 s / 3 s sleeps).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
+import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -26,18 +29,22 @@ from .message import parse_chatbot_message
 log = logging.getLogger("connector.dingtalk.transport")
 
 BOT_TOPIC = "/v1.0/im/bot/messages/get"
+OPEN_CONNECTION = "/v1.0/gateway/connections/open"
 STABLE_AFTER_S = 10.0  # a connection that lived this long resets the backoff
 
 
 class StreamTransport:
     def __init__(self, *, client_id: str, client_secret: str, on_message: Callable[[IncomingMessage], None],
-                 heartbeat_interval_s: float, reconnect_policy: RetryPolicy,
+                 heartbeat_interval_s: float, reconnect_policy: RetryPolicy, endpoint: str,
+                 http: httpx.AsyncClient, handshake_timeout_s: float = 10.0,
                  on_state: Callable[[str], None] | None = None) -> None:
-        import dingtalk_stream  # reads DINGTALK_OPENAPI_ENDPOINT at import: main() sets it first
+        from dingtalk_stream.version import VERSION_STRING
 
-        self._sdk = dingtalk_stream.DingTalkStreamClient(dingtalk_stream.Credential(client_id, client_secret))
-        self._sdk.register_callback_handler(BOT_TOPIC, dingtalk_stream.ChatbotHandler())
-        self._sdk.logger.setLevel(logging.WARNING)
+        self._credentials = {"clientId": client_id, "clientSecret": client_secret}
+        self._ua = f"dingtalk-sdk-python/v{VERSION_STRING}-union"  # what the SDK sends: the gateway requires one
+        self._open_url = endpoint.rstrip("/") + OPEN_CONNECTION
+        self._http = http
+        self.handshake_timeout_s = handshake_timeout_s
         self._on_message = on_message
         self._on_state = on_state or (lambda state: None)
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -71,9 +78,8 @@ class StreamTransport:
 
     async def _session(self) -> bool:
         """One connection, from handshake to close. True: reconnect at once (the server asked us to)."""
-        connection = await asyncio.to_thread(self._sdk.open_connection)
-        if not connection or not connection.get("endpoint"):
-            log.warning("DingTalk refused to open a Stream connection (check AppKey / AppSecret and network)")
+        connection = await self._open_connection()
+        if not connection:
             return False
         uri = f"{connection['endpoint']}?ticket={quote_plus(connection['ticket'])}"
         try:
@@ -98,6 +104,43 @@ class StreamTransport:
             self.connected = False
             self._on_state("disconnected")
         return False
+
+    async def _open_connection(self) -> dict[str, Any] | None:
+        """The gateway handshake (AppKey / AppSecret -> endpoint + ticket), as the SDK's `open_connection` does
+        it but with httpx and a timeout: a gateway that accepts the connection and never answers costs
+        `handshake_timeout_s`, and a stop during the handshake ends it at once. None: try again later."""
+        body = {**self._credentials, "subscriptions": [{"type": "CALLBACK", "topic": BOT_TOPIC}], "ua": self._ua,
+                "localIp": _local_ip()}
+        post = asyncio.create_task(self._http.post(self._open_url, json=body, timeout=self.handshake_timeout_s,
+                                                   headers={"Accept": "application/json"}))
+        stop = asyncio.create_task(self._stopped.wait())
+        try:
+            done, _ = await asyncio.wait({post, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (post, stop):
+                task.cancel()
+            await asyncio.gather(post, stop, return_exceptions=True)
+        if post not in done or post.cancelled():
+            return None  # stopping
+        try:
+            response = post.result()
+        except httpx.TimeoutException:
+            log.warning("the Stream gateway did not answer the handshake within %.0f s", self.handshake_timeout_s)
+            return None
+        except httpx.HTTPError as exc:
+            log.warning("the Stream gateway handshake failed: %s", type(exc).__name__)
+            return None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.status_code != 200 or not isinstance(answer, dict) or not answer.get("endpoint") \
+                or not answer.get("ticket"):
+            code = answer.get("code", "") if isinstance(answer, dict) else ""
+            log.warning("DingTalk refused to open a Stream connection: HTTP %s %s (check AppKey / AppSecret and "
+                        "that the app uses Stream mode)", response.status_code, code)
+            return None
+        return answer
 
     async def _heartbeat(self, ws: Any) -> None:
         """A WebSocket ping every interval; no pong within the interval: the socket is dead."""
@@ -156,3 +199,13 @@ class StreamTransport:
         self._stopped.set()
         if self._ws is not None:
             await self._ws.close()
+
+
+def _local_ip() -> str:
+    """This host's outward address, as the SDK reports it to the gateway (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("8.8.8.8", 80))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return ""
