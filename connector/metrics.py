@@ -19,6 +19,8 @@ class ConnectorMetrics:
         self.duplicates = Counter("connector_duplicates", "Redelivered messages ignored.", registry=r)
         self.rate_limited = Counter("connector_rate_limited", "Messages refused by the per-user limit.", registry=r)
         self.refused = Counter("connector_refused", "Messages refused because the backlog was full.", registry=r)
+        self.quota = Counter("connector_quota", "Daily quota checks, by outcome (allowed, refused, exempt).",
+                             ["outcome"], registry=r)
         self.api_calls = Counter("connector_api_calls", "DingTalk API calls (card calls included), by outcome.",
                                  ["api", "outcome"], registry=r)
         self.skill_results = Counter("connector_skill_results", "What skills did with messages (answer, augment, "

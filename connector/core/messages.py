@@ -81,6 +81,26 @@ EMPTY = Text("请问有什么可以帮您？", "How can I help you?")
 TOO_LONG = Text("消息太长了（{length} 字），请控制在 {limit} 字以内。",
                 "Your message is too long ({length} characters); the limit is {limit}.")
 
+# quotas (core/quota.py, /quota): {what} is QUOTA_MESSAGES or QUOTA_TOKENS, {reset} e.g. "00:00 (Asia/Shanghai)"
+QUOTA_EXCEEDED = Text("今日额度已用完（{what}），将于 {reset} 重置。发送 /quota 查看用量。",
+                      "You have used up today's allowance ({what}); it resets at {reset}. Send /quota to see "
+                      "your usage.")
+QUOTA_DEPARTMENT_EXCEEDED = Text("您所在部门今日的额度已用完（{what}），将于 {reset} 重置。",
+                                 "Your department has used up today's allowance ({what}); it resets at {reset}.")
+QUOTA_MESSAGES = Text("{count} 条消息", "{count} messages", INLINE)
+QUOTA_TOKENS = Text("{count} 个 token", "{count} tokens", INLINE)
+QUOTA_COMMAND = Text("今日额度与用量", "today's allowance and usage", INLINE)
+QUOTA_TITLE = Text("额度", "Quota", INLINE)
+QUOTA_HEADING = Text("今日用量", "Usage today", INLINE)
+QUOTA_YOU = Text("您", "You", INLINE)
+QUOTA_DEPARTMENT = Text("部门 {department}", "Department {department}", INLINE)
+QUOTA_MESSAGES_LABEL = Text("消息", "messages", INLINE)
+QUOTA_TOKENS_LABEL = Text("token 数", "tokens", INLINE)
+QUOTA_NO_LIMIT = Text("不限", "no limit", INLINE)
+QUOTA_RESETS = Text("将于 {reset} 重置", "resets at {reset}", INLINE)
+QUOTA_EXEMPT = Text("管理员不受额度限制。", "Administrators have no quota.", INLINE)
+QUOTA_OFF = Text("未设置每日额度。", "No daily quotas are set.", INLINE)
+
 # answers from the model
 MODEL_FAILED = Text("抱歉，模型服务暂时不可用，请稍后再试。",
                     "Sorry, the model service is unavailable right now; please try again in a moment.")

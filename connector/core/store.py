@@ -13,7 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..types import Turn
 
@@ -153,6 +153,11 @@ class RedisStores:
         self._back()
         await self._fallback_dedup.first_sighting(key)  # remembered locally too, for an outage later
         return bool(first)
+
+    @property
+    def client(self) -> Any:
+        """The Redis client (the quota counters share it; closed by `close`)."""
+        return self._redis
 
     async def close(self) -> None:
         await self._redis.aclose()

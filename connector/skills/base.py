@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..types import IncomingMessage, Turn
+
+if TYPE_CHECKING:
+    from ..core.quota import QuotaReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class SkillServices:
     version: str = ""
     platform_name: str = "DingTalk"
     context_ttl_s: int = 1800  # how long a conversation's context is kept (the settings' context_ttl_s)
+    quota: QuotaReader | None = None  # today's usage and limits (the /quota command); None: no quotas set
 
 
 @dataclass

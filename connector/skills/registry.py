@@ -35,8 +35,9 @@ class SkillSpec:
 def builtin_skills() -> dict[str, type[Skill]]:
     from .builtin import BUILTIN
     from .knowledge_base import KnowledgeBaseSkill
+    from .quota_skill import QuotaSkill
 
-    return {**BUILTIN, KnowledgeBaseSkill.name: KnowledgeBaseSkill}
+    return {**BUILTIN, QuotaSkill.name: QuotaSkill, KnowledgeBaseSkill.name: KnowledgeBaseSkill}
 
 
 def discover() -> dict[str, SkillSpec]:

@@ -26,7 +26,9 @@ def settings_values(settings: ConnectorSettings) -> dict[str, object]:
             "aliases": messages.either(["`/new`", "`新会话`"]), "command": "/reset", "text": "start over",
             "source": "`a.pdf`", "quote": "It opens at 7.", "version": "1.0", "python": "3.11", "platform": "DingTalk",
             "model": "m", "error": "HTTP 503",
-            "health": "ok", "engine": "vllm", "device": "cpu", "names": "help", "summary": "1 added"}
+            "health": "ok", "engine": "vllm", "device": "cpu", "names": "help", "summary": "1 added",
+            "what": messages.QUOTA_MESSAGES.bind(count=settings.quota_user_messages_per_day or 50),
+            "reset": f"00:00 ({settings.quota_timezone})", "department": "42"}
 
 
 def test_there_is_a_catalogue() -> None:

@@ -10,9 +10,9 @@ from connector.skills.registry import discover, load_enabled, verify
 
 def test_builtins_are_skills_and_on_by_default_except_the_knowledge_base() -> None:
     specs = discover()
-    assert {"help", "reset", "status", "knowledge_base"} <= set(specs)
-    assert all(specs[n].origin == "built-in" for n in ("help", "reset", "status", "knowledge_base"))
-    assert [s.name for s in load_enabled({})] == ["help", "reset", "status"]
+    assert {"help", "reset", "status", "quota", "knowledge_base"} <= set(specs)
+    assert all(specs[n].origin == "built-in" for n in ("help", "reset", "status", "quota", "knowledge_base"))
+    assert [s.name for s in load_enabled({})] == ["help", "reset", "status", "quota"]
 
 
 def test_third_party_skill_found_through_its_entry_point(with_glossary) -> None:
@@ -24,13 +24,13 @@ def test_third_party_skill_found_through_its_entry_point(with_glossary) -> None:
     # installed is not enabled: an operator turns it on
     assert "glossary" not in [s.name for s in load_enabled({})]
     skills = load_enabled({"glossary": {"enabled": True, "terms": {"MES": "manufacturing execution system"}}})
-    assert [s.name for s in skills] == ["help", "reset", "status", "glossary"]
+    assert [s.name for s in skills] == ["help", "reset", "status", "quota", "glossary"]
     assert skills[-1].config.terms["MES"] == "manufacturing execution system"
 
 
 def test_order_is_configurable(with_glossary) -> None:
     skills = load_enabled({"glossary": {"enabled": True, "order": 5}, "help": {"order": 99}})
-    assert [s.name for s in skills] == ["glossary", "reset", "status", "help"]
+    assert [s.name for s in skills] == ["glossary", "reset", "status", "quota", "help"]
 
 
 def test_configuration_errors_name_the_table_and_key(with_glossary) -> None:
