@@ -28,13 +28,14 @@ class _Redact(logging.Filter):
         return True
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
 
     from .config_file import ConfigError, explain
 
-    try:
-        settings = ConnectorSettings()
+    try:  # arguments (pydantic-settings' CLI source: --help lists every setting), then env, then the file
+        settings = ConnectorSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv,  # type: ignore[call-arg]
+                                     _cli_prog_name="python -m connector", _cli_kebab_case=True)
     except ValidationError as exc:
         sys.exit(f"connector: {explain(exc, 'connector', 'CONNECTOR_')}")
     except ConfigError as exc:

@@ -54,7 +54,11 @@ CANTEEN = """食堂与班车通知
 """
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Needs the `samples` extra (fpdf2, "
+                            "python-docx).").parse_args(argv)
     from docx import Document
     from fpdf import FPDF
 

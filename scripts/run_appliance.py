@@ -31,7 +31,11 @@ def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 300
         sys.exit(str(exc))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Settings: INFERENCE_* and CONNECTOR_* "
+                            "environment variables (README: Configuration).").parse_args(argv)
     env = dict(os.environ)
     host = env.get("INFERENCE_HOST", "127.0.0.1")
     port = int(env.get("INFERENCE_PORT", "8000"))
