@@ -15,8 +15,19 @@ from connector.dingtalk.openapi import DingTalkAPI, DingTalkAPIError
 from ..sandbox.helpers import new_app
 
 
-def set_directory(emulator, users: dict[str, list[int]], app: str | None = None) -> None:
-    httpx.post(emulator.url + "/sandbox/directory", json={"users": users, "app": app}).raise_for_status()
+@pytest.fixture
+async def control(emulator):
+    """The emulator's control API."""
+    async with httpx.AsyncClient(base_url=emulator.url) as http:
+        yield http
+
+
+async def set_directory(control: httpx.AsyncClient, users: dict[str, list[int]], app: str | None = None) -> None:
+    (await control.post("/sandbox/directory", json={"users": users, "app": app})).raise_for_status()
+
+
+async def user_get_calls(control: httpx.AsyncClient) -> list[dict]:
+    return (await control.get("/sandbox/calls", params={"path": USER_GET})).json()
 
 
 @pytest.fixture
@@ -29,33 +40,32 @@ async def client(emulator):
         yield app, DingTalkDirectory(api, emulator.url, http, on_call=lambda a, o: calls.append((a, o))), calls
 
 
-async def test_departments_of_a_member_and_none_for_a_stranger(emulator, client) -> None:
+async def test_departments_of_a_member_and_none_for_a_stranger(control, client) -> None:
     app, directory, calls = client
-    set_directory(emulator, {"dir-ann": [101, 202]})
-    set_directory(emulator, {"dir-bob": [303]}, app=app[0])  # this app's own view wins for its users
+    await set_directory(control, {"dir-ann": [101, 202]})
+    await set_directory(control, {"dir-bob": [303]}, app=app[0])  # this app's own view wins for its users
     assert await directory.departments("dir-ann") == ("101", "202")
     assert await directory.departments("dir-bob") == ("303",)
     assert await directory.departments("dir-nobody") == ()  # errcode 60121: not a member
     assert calls == [(USER_GET, "ok")] * 3
-    logged = httpx.get(emulator.url + "/sandbox/calls", params={"path": USER_GET}).json()
+    logged = await user_get_calls(control)
     assert logged[-3]["app"] == app[0] and logged[-3]["body"] == {"userid": "dir-ann", "language": "zh_CN"}
     assert logged[-3]["answer"]["result"]["dept_id_list"] == [101, 202]
 
 
-async def test_an_expired_token_is_refreshed_once(emulator, client) -> None:
+async def test_an_expired_token_is_refreshed_once(control, client) -> None:
     _, directory, calls = client
-    set_directory(emulator, {"dir-cat": [7]})
+    await set_directory(control, {"dir-cat": [7]})
     assert await directory.departments("dir-cat") == ("7",)
-    httpx.post(emulator.url + "/sandbox/tokens/expire").raise_for_status()
+    (await control.post("/sandbox/tokens/expire")).raise_for_status()
     assert await directory.departments("dir-cat") == ("7",)
-    answers = [c["answer"]["errcode"] for c in httpx.get(emulator.url + "/sandbox/calls",
-                                                         params={"path": USER_GET}).json()[-2:]]
-    assert answers == [40014, 0]
+    assert [c["answer"]["errcode"] for c in (await user_get_calls(control))[-2:]] == [40014, 0]
+    assert calls == [(USER_GET, "ok")] * 2
 
 
-async def test_a_missing_permission_is_an_error_naming_it_logged_once(emulator, client, caplog) -> None:
+async def test_a_missing_permission_is_an_error_naming_it_logged_once(control, client, caplog) -> None:
     app, directory, calls = client
-    httpx.post(emulator.url + "/sandbox/apps", json={"client_id": app[0], "scopes": ["Card.Instance.Write"]})
+    await control.post("/sandbox/apps", json={"client_id": app[0], "scopes": ["Card.Instance.Write"]})
     with caplog.at_level(logging.ERROR, logger="connector.dingtalk.directory"):
         for _ in range(2):
             with pytest.raises(DingTalkAPIError) as raised:
@@ -66,19 +76,19 @@ async def test_a_missing_permission_is_an_error_naming_it_logged_once(emulator, 
     assert calls == [(USER_GET, "permission")] * 2  # never retried
 
 
-async def test_a_busy_server_is_retried(emulator, client) -> None:
+async def test_a_busy_server_is_retried(control, client) -> None:
     _, directory, calls = client
-    set_directory(emulator, {"dir-dan": [9]})
-    httpx.post(emulator.url + "/sandbox/faults", json={"api": USER_GET, "status": 503, "count": 2})
+    await set_directory(control, {"dir-dan": [9]})
+    await control.post("/sandbox/faults", json={"api": USER_GET, "status": 503, "count": 2})
     try:
         assert await directory.departments("dir-dan") == ("9",)
     finally:
-        httpx.delete(emulator.url + "/sandbox/faults")
+        await control.delete("/sandbox/faults")
     assert calls == [(USER_GET, "server"), (USER_GET, "server"), (USER_GET, "ok")]
 
 
-async def test_the_control_api_validates_the_directory(emulator) -> None:
-    r = httpx.post(emulator.url + "/sandbox/directory", json={"users": {"x": ["not a number"]}})
+async def test_the_control_api_validates_the_directory(control) -> None:
+    r = await control.post("/sandbox/directory", json={"users": {"x": ["not a number"]}})
     assert r.status_code == 422
-    r = httpx.post(emulator.url + "/sandbox/directory", json={"users": {}, "app": "no-such-app"})
+    r = await control.post("/sandbox/directory", json={"users": {}, "app": "no-such-app"})
     assert r.status_code == 404

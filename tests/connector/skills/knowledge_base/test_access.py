@@ -6,7 +6,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from connector.skills.knowledge_base.access import ACCESS_FILE, AccessPolicy, Rule, parse
+from connector.skills.knowledge_base.access import (
+    ACCESS_FILE,
+    AccessPolicy,
+    Rule,
+    parse,
+)
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:

@@ -118,7 +118,7 @@ def test_documents_by_department_group_rule_and_listing(emulator, access_connect
 
 def test_an_app_without_the_contact_permission_still_answers_with_open_documents(
         emulator, access_connector) -> None:
-    app, proc, users, _ = access_connector
+    app, proc, _, _ = access_connector
     httpx.post(emulator.url + "/sandbox/apps", json={"client_id": app[0], "scopes": [
         "Card.Streaming.Write", "Card.Instance.Write", "qyapi_robot_sendmsg"]}).raise_for_status()
     newcomer = f"cat-{uuid.uuid4().hex[:6]}"

@@ -27,13 +27,13 @@ def ctx(text: str, user: str, departments: tuple[str, ...] = (), group: bool = F
     async def nothing():
         return []
 
-    return SkillContext(message=message, services=SkillServices(model=None, skills=lambda: []), context_key="k",
+    return SkillContext(message=message, services=SkillServices(model=None, skills=list), context_key="k",
                         load_history=nothing, clear_history=nothing, departments=departments)
 
 
 async def started(folder: Path, **config) -> KnowledgeBaseSkill:
     kb = KnowledgeBaseSkill(KnowledgeBaseConfig(enabled=True, folder=folder, rescan_interval_s=0, **config))
-    await kb.start(SkillServices(model=None, skills=lambda: []))
+    await kb.start(SkillServices(model=None, skills=list))
     await kb._task
     return kb
 
