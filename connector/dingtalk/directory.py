@@ -7,7 +7,8 @@ internal-app access token as the new-style OpenAPI, passed as a query parameter 
 DingTalkAPI.token()). Errors come as a non-zero errcode in an HTTP 200 body: a missing permission (60011, or
 errcode 88 with sub_code 60011) is logged once as an error naming the permission; an unknown user (60121) has
 no departments; a rejected token (40014, 42001) is refreshed once; system busy (-1), QPS limits, 5xx and network
-errors are retried with the shared policy. Facts and sources: docs/dingtalk-protocol-facts.md.
+errors are retried with the shared policy. Calls keep under `qps` per second in any one-second window (DingTalk
+limits each app per API; the emulator at 20). Facts and sources: docs/dingtalk-protocol-facts.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from ..core.ratelimit import TokenBucket
 from ..core.retry import parse_retry_after
 from .openapi import DingTalkAPI, DingTalkAPIError
 
@@ -33,8 +35,11 @@ BUSY = {"-1", "90002", "90018"}  # system busy, QPS limits
 
 class DingTalkDirectory:
     def __init__(self, api: DingTalkAPI, oapi_endpoint: str, http: httpx.AsyncClient, *,
-                 on_call: Callable[[str, str], None] | None = None, timeout_s: float = 5.0) -> None:
+                 on_call: Callable[[str, str], None] | None = None, timeout_s: float = 5.0,
+                 qps: float = 20.0) -> None:
         self.api, self.endpoint, self.http = api, oapi_endpoint.rstrip("/"), http
+        burst = max(1.0, qps * 0.2)  # burst + refill per second stays within qps, as for the card budget
+        self.bucket = TokenBucket(rate=max(0.5, qps * 0.95 - burst), capacity=burst)
         self._on_call = on_call or (lambda api, outcome: None)
         self.timeout_s = timeout_s
         self._reported = False
@@ -45,6 +50,7 @@ class DingTalkDirectory:
         async def attempt() -> tuple[str, ...]:
             nonlocal refreshed
             while True:
+                await self.bucket.acquire()  # every attempt counts against the limit
                 try:
                     token = await self.api.token()
                     r = await self.http.post(self.endpoint + USER_GET, params={"access_token": token},

@@ -3,6 +3,7 @@ departments, unknown users, the token check, the missing permission, retries."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -92,3 +93,14 @@ async def test_the_control_api_validates_the_directory(control) -> None:
     assert r.status_code == 422
     r = await control.post("/sandbox/directory", json={"users": {}, "app": "no-such-app"})
     assert r.status_code == 404
+
+
+async def test_a_burst_of_new_users_stays_within_the_qps_limit(control, client) -> None:
+    app, directory, _ = client
+    users = {f"dir-burst-{n}": [n] for n in range(45)}
+    await set_directory(control, users, app=app[0])
+    found = await asyncio.gather(*(directory.departments(user) for user in users))
+    assert found == [(str(n),) for n in range(45)]
+    times = sorted(c["time"] for c in await user_get_calls(control) if c["app"] == app[0])
+    assert len(times) == 45  # no call refused by the emulator's limit (20 per second), none retried
+    assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 20
