@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class ConnectorApp:
     intake: Intake
     transport: StreamTransport
     audit: AuditWriter | None = None  # None when audit_enabled is off
+    model_http: httpx.AsyncClient | None = None  # the model's own client (a private CA); None: shares `http`
     started_at: float = field(default_factory=time.time)
 
     def request_stop(self) -> None:
@@ -175,6 +177,8 @@ class ConnectorApp:
                 log.exception("skill %s did not stop cleanly", skill.name)
         health_server.should_exit = True
         await self.http.aclose()
+        if self.model_http is not None:
+            await self.model_http.aclose()
         if self.redis is not None:
             await self.redis.close()
         log.info("connector stopped")
@@ -184,14 +188,19 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     """Every part, wired; SkillError if an enabled skill cannot run. Call it inside the event loop."""
     s, m = settings, ConnectorMetrics()
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+    # the model server's own client when it has a private CA: DingTalk keeps trusting only the system's CAs
+    model_http = httpx.AsyncClient(verify=ssl.create_default_context(cafile=s.model_ca_bundle),
+                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)) \
+        if s.model_ca_bundle else http
     redis = None
     if s.redis_url:
         redis = RedisStores(s.redis_url.get_secret_value(), ttl_s=s.context_ttl_s, max_turns=s.context_max_turns,
+                            ca_bundle=s.redis_ca_bundle,
                             dedup_ttl_s=s.dedup_ttl_s, on_error=lambda kind: m.errors.labels(kind).inc())
     context_store: Any = redis if redis is not None else MemoryContextStore(s.context_ttl_s, s.context_max_turns)
     dedup_store: Any = redis if redis is not None else MemoryDedupStore(s.dedup_ttl_s)
     retry = RetryPolicy.from_settings(s)
-    model = ModelClient(s.model_base_url, s.model_api_key.get_secret_value(), http, model=s.model_name,
+    model = ModelClient(s.model_base_url, s.model_api_key.get_secret_value(), model_http, model=s.model_name,
                         temperature=s.temperature, max_tokens=s.max_tokens, timeout_s=s.model_timeout_s,
                         connect_timeout_s=s.model_connect_timeout_s, retry=retry,
                         minter=TokenMinter(s.model_jwt_secret.get_secret_value(), ttl_s=s.model_token_ttl_s)
@@ -254,7 +263,8 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
              connected=lambda: bool(transport.connected),
              redis_up=lambda: -1.0 if redis is None else (1.0 if redis.up else 0.0))
     return ConnectorApp(settings=s, metrics=m, http=http, redis=redis, replies=replies, skills=skills,
-                        services=services, dispatcher=dispatcher, intake=intake, transport=transport, audit=audit)
+                        services=services, dispatcher=dispatcher, intake=intake, transport=transport, audit=audit,
+                        model_http=model_http if model_http is not http else None)
 
 
 async def serve(settings: ConnectorSettings) -> None:

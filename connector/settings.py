@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from .config_file import FileSettings
@@ -50,6 +52,10 @@ class ConnectorSettings(FileSettings):
     model_jwt_secret: SecretStr | None = Field(
         None, description="the inference server's jwt_secret: send short-lived HS256 tokens instead of the key")
     model_token_ttl_s: int = Field(600, ge=30, le=3600, description="lifetime of each minted model token")
+    model_ca_bundle: str | None = Field(None, description="CA file that signed the model server's certificate "
+                                                          "(scripts/make_certs.py's ca.pem); default: the system's")
+    model_allow_plain_http: bool = Field(False, description="allow http:// to a model server that is not on this "
+                                                            "host (a private network you trust)")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(512, ge=1)
     model_timeout_s: float = Field(120.0, gt=0)
@@ -58,6 +64,7 @@ class ConnectorSettings(FileSettings):
 
     # context
     redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:port/db; none: in-process store")
+    redis_ca_bundle: str | None = Field(None, description="CA file for rediss:// (TLS); default: the system's")
     context_ttl_s: int = Field(1800, ge=1)
     context_max_turns: int = Field(40, ge=2)
     context_window: int | None = Field(None, ge=64, description="default: the model's max_model_len")
@@ -120,6 +127,17 @@ class ConnectorSettings(FileSettings):
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
         return value
 
+    @model_validator(mode="after")
+    def _model_transport(self) -> ConnectorSettings:
+        url = urlparse(self.model_base_url)
+        if url.scheme not in ("http", "https"):
+            raise ValueError(f"model_base_url must be http:// or https://, not {url.scheme or 'nothing'}://")
+        if url.scheme == "http" and not self.model_allow_plain_http and not _on_this_host(url.hostname or ""):
+            raise ValueError(f"model_base_url {self.model_base_url} is plain HTTP to another host: questions and "
+                             "answers would cross the network unencrypted. Use https:// (the inference server's "
+                             "ssl_certfile, the CA in model_ca_bundle) or set model_allow_plain_http")
+        return self
+
     @property
     def has_credentials(self) -> bool:
         return bool(self.client_id and self.client_secret.get_secret_value())
@@ -147,3 +165,13 @@ class ConnectorSettings(FileSettings):
         if self.model_jwt_secret:
             values.append(self.model_jwt_secret.get_secret_value())
         return [v for v in values if v and v != "unused"]
+
+
+def _on_this_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified

@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--max-waiting", type=int)
     parser.add_argument("--num-threads", type=int)
+    parser.add_argument("--ssl-certfile", type=Path)
+    parser.add_argument("--ssl-keyfile", type=Path)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     return {k: v for k, v in vars(args).items() if v is not None}
@@ -53,9 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     from .engines import build_engine
 
     try:
-        authenticator(settings)  # a bad key file stops the start before the model is loaded
+        authenticator(settings)  # a bad key file or certificate stops the start before the model is loaded
     except ValueError as exc:
         raise SystemExit(f"inference: {exc}") from None
+    if settings.ssl_certfile:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.ssl_certfile,
+                                                                                settings.ssl_keyfile)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise SystemExit(f"inference: cannot serve HTTPS with {settings.ssl_certfile} and "
+                             f"{settings.ssl_keyfile}: {exc}") from None
     app = create_app(settings, build_engine(settings))
     drain = app.state.drain  # SIGTERM's graceful stop: inference/serving/drain.py
 
@@ -64,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
             drain.start()
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)} \
+        if settings.ssl_certfile else {}
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, **tls,
                             access_log=settings.log_level == "debug", timeout_graceful_shutdown=drain.graceful_shutdown_s)
     Server(config).run()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from .config_file import FileSettings
@@ -41,6 +41,8 @@ class InferenceSettings(FileSettings):
     jwt_max_lifetime_s: int = Field(3600, ge=1, description="longest token lifetime accepted (exp - iat)")
     jwt_leeway_s: int = Field(30, ge=0, le=300, description="clock skew allowed on exp / nbf / iat")
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    ssl_certfile: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; scripts/make_certs.py)")
+    ssl_keyfile: Path | None = Field(None, description="its private key (PEM)")
     num_threads: int | None = Field(None, ge=1)
     warmup: bool = True
     drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, running streams get this long to finish")
@@ -60,6 +62,12 @@ class InferenceSettings(FileSettings):
         if value is not None and not value.get_secret_value():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> InferenceSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both (HTTPS) or neither (HTTP)")
+        return self
 
     @property
     def model_name(self) -> str:

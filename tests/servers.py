@@ -43,10 +43,11 @@ class ServerProcess:
     proc: subprocess.Popen | None = None
     port_flag: bool = True  # pass --port (the inference server); the connector reads its env instead
     python: str = sys.executable
+    ca: Path | None = None  # serves HTTPS with a certificate this CA signed
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, log_dir: Path) -> ServerProcess:
         self.log_path = log_dir / f"{self.name}.log"
@@ -76,7 +77,7 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; its last log lines:\n"
                                    f"{self.log_tail()}")
             try:
-                response = httpx.get(self.url + path, timeout=2)
+                response = httpx.get(self.url + path, timeout=2, verify=str(self.ca) if self.ca else True)
                 if response.status_code == 200:
                     return
                 if _reports_failure(response):

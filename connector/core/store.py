@@ -75,11 +75,13 @@ class RedisStores:
     """Both stores on one Redis client, with graceful degradation while Redis is down."""
 
     def __init__(self, url: str, *, ttl_s: int, max_turns: int, dedup_ttl_s: int,
-                 on_error: Callable[[str], None] | None = None, prefix: str = "appliance") -> None:
+                 on_error: Callable[[str], None] | None = None, prefix: str = "appliance",
+                 ca_bundle: str | None = None) -> None:
         import redis.asyncio as redis
 
+        tls = {"ssl_ca_certs": ca_bundle} if ca_bundle and url.startswith("rediss://") else {}
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
-                                           health_check_interval=10, decode_responses=True)
+                                           health_check_interval=10, decode_responses=True, **tls)
         self.ttl_s, self.max_turns, self.dedup_ttl_s, self.prefix = ttl_s, max_turns, dedup_ttl_s, prefix
         self._fallback_dedup = MemoryDedupStore(dedup_ttl_s)
         self._on_error = on_error or (lambda kind: None)
