@@ -78,10 +78,15 @@ class RedisStores:
                  on_error: Callable[[str], None] | None = None, prefix: str = "appliance",
                  ca_bundle: str | None = None) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         tls = {"ssl_ca_certs": ca_bundle} if ca_bundle and url.startswith("rediss://") else {}
+        # one immediate retry (a reset connection), not redis-py 8's default of three with backoff: while Redis
+        # is down each call would cost seconds, and a message makes several (context, dedup, quota)
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
-                                           health_check_interval=10, decode_responses=True, **tls)
+                                           health_check_interval=10, decode_responses=True,
+                                           retry=Retry(NoBackoff(), 1), **tls)
         self.ttl_s, self.max_turns, self.dedup_ttl_s, self.prefix = ttl_s, max_turns, dedup_ttl_s, prefix
         self._fallback_dedup = MemoryDedupStore(dedup_ttl_s)
         self._on_error = on_error or (lambda kind: None)
