@@ -91,7 +91,7 @@ if [ ! -e "$ETC/appliance.toml" ]; then
 fi
 if [ ! -e "$ETC/appliance.env" ]; then
   run install -m 0640 -o root -g "$USER_NAME" /dev/null "$ETC/appliance.env"
-  say "put CONNECTOR_CLIENT_SECRET, INFERENCE_API_KEY and CONNECTOR_REDIS_URL in $ETC/appliance.env"
+  say "put CONNECTOR_CLIENT_SECRET, INFERENCE_JWT_SECRET (= CONNECTOR_MODEL_JWT_SECRET) and CONNECTOR_REDIS_URL in $ETC/appliance.env"
 fi
 
 say "systemd units"
