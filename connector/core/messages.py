@@ -154,3 +154,14 @@ KB_MORE = Text("… 还有 {count} 个", "… {count} more", EN)
 KB_UNREADABLE = Text("无法读取", "Unreadable", INLINE)
 KB_RESTRICTED_LEFT_OUT = Text("某些受限文档未使用，请私聊我。",
                               "Some restricted documents were left out; ask me in a direct message.")
+
+# ops alerts (connector/alerts.py): Alertmanager's notifications in the ops group
+ALERT_TITLE = Text("运维告警", "Ops alert", INLINE)
+ALERT_FIRING = Text("告警", "FIRING", INLINE)
+ALERT_RESOLVED = Text("已恢复", "RESOLVED", INLINE)
+ALERT_VALUE = Text("当前值", "value", INLINE)
+ALERT_RUNBOOK = Text("处理", "runbook", INLINE)
+ALERT_SINCE = Text("开始于", "since", INLINE)
+ALERT_MERGED = Text("告警过多：{count} 条通知合并为本条摘要（每分钟最多 {limit} 条）。",
+                    "Too many alerts: {count} notifications merged into this summary (at most {limit} a minute).",
+                    LINES)
