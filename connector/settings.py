@@ -111,7 +111,20 @@ class ConnectorSettings(FileSettings):
     health_port: int = Field(8001, ge=0, le=65535)
     log_level: str = "info"
 
-    @field_validator("redis_url", "audit_dsn", "model_jwt_secret")
+    # ops alerts (connector/alerts.py): Alertmanager -> POST /alerts on the health port -> the DingTalk ops group
+    alerts_token: SecretStr | None = Field(
+        None, description="bearer token Alertmanager sends to POST /alerts; none: /alerts is off")
+    alerts_conversation_id: str | None = Field(
+        None, description="the ops group's openConversationId: alerts go by the robot group-send API")
+    alerts_webhook_url: SecretStr | None = Field(
+        None, description="or a group custom robot's webhook (https://oapi.dingtalk.com/robot/send?access_token=...)")
+    alerts_webhook_secret: SecretStr | None = Field(
+        None, description="the custom robot's signing secret (加签, SEC...); none: the robot has no signing")
+    alerts_max_per_minute: int = Field(10, ge=1, le=20, description="messages to the ops group in any 60 s; "
+                                                                     "beyond: merged into one summary")
+
+    @field_validator("redis_url", "audit_dsn", "model_jwt_secret", "alerts_token", "alerts_webhook_url",
+                     "alerts_webhook_secret")
     @classmethod
     def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
@@ -136,6 +149,15 @@ class ConnectorSettings(FileSettings):
             raise ValueError(f"model_base_url {self.model_base_url} is plain HTTP to another host: questions and "
                              "answers would cross the network unencrypted. Use https:// (the inference server's "
                              "ssl_certfile, the CA in model_ca_bundle) or set model_allow_plain_http")
+        return self
+
+    @model_validator(mode="after")
+    def _alerts_destination(self) -> ConnectorSettings:
+        if self.alerts_token and not (self.alerts_conversation_id or self.alerts_webhook_url):
+            raise ValueError("alerts_token is set but alerts have nowhere to go: set alerts_conversation_id (the "
+                             "ops group's openConversationId) or alerts_webhook_url (a group custom robot)")
+        if self.alerts_conversation_id and self.alerts_webhook_url:
+            raise ValueError("set either alerts_conversation_id or alerts_webhook_url, not both")
         return self
 
     @property
@@ -164,6 +186,9 @@ class ConnectorSettings(FileSettings):
             values.append(self.audit_dsn.get_secret_value())
         if self.model_jwt_secret:
             values.append(self.model_jwt_secret.get_secret_value())
+        for secret in (self.alerts_token, self.alerts_webhook_url, self.alerts_webhook_secret):
+            if secret:
+                values.append(secret.get_secret_value())
         return [v for v in values if v and v != "unused"]
 
 
