@@ -61,8 +61,8 @@ class Verdict:
 
     def __str__(self) -> str:
         if self.ok:
-            span = f" (records {self.first_seq} to {self.last_seq})" if self.records else ""
-            return f"audit chain verified: {self.records} records{span}"
+            span = f" (records {self.first_seq} to {self.last_seq})" if self.records > 1 else (f" (record {self.first_seq})" if self.records else "")
+            return f"audit chain verified: {self.records} record{'' if self.records == 1 else 's'}{span}"
         return f"audit chain broken at record {self.bad_seq}: {self.problem}"
 
 

@@ -78,7 +78,7 @@ def test_purge_keeps_the_chain_verifiable_and_export_skips_the_anchor(audit_file
     assert main(["purge", "--older-than-days", "0"]) == 0
     assert "6 records older than 0 days purged" in capsys.readouterr().out
     assert main(["verify"]) == 0
-    assert "verified: 1 records" in capsys.readouterr().out
+    assert "verified: 1 record (record 7)" in capsys.readouterr().out
     assert main(["export"]) == 0
     assert capsys.readouterr().out == ""  # only the anchor is left; it is no message
 
