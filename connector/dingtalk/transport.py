@@ -38,10 +38,8 @@ class StreamTransport:
                  heartbeat_interval_s: float, reconnect_policy: RetryPolicy, endpoint: str,
                  http: httpx.AsyncClient, handshake_timeout_s: float = 10.0,
                  on_state: Callable[[str], None] | None = None) -> None:
-        from dingtalk_stream.version import VERSION_STRING
-
         self._credentials = {"clientId": client_id, "clientSecret": client_secret}
-        self._ua = f"dingtalk-sdk-python/v{VERSION_STRING}-union"  # what the SDK sends: the gateway requires one
+        self._ua = user_agent()
         self._open_url = endpoint.rstrip("/") + OPEN_CONNECTION
         self._http = http
         self.handshake_timeout_s = handshake_timeout_s
@@ -106,13 +104,10 @@ class StreamTransport:
         return False
 
     async def _open_connection(self) -> dict[str, Any] | None:
-        """The gateway handshake (AppKey / AppSecret -> endpoint + ticket), as the SDK's `open_connection` does
-        it but with httpx and a timeout: a gateway that accepts the connection and never answers costs
-        `handshake_timeout_s`, and a stop during the handshake ends it at once. None: try again later."""
-        body = {**self._credentials, "subscriptions": [{"type": "CALLBACK", "topic": BOT_TOPIC}], "ua": self._ua,
-                "localIp": _local_ip()}
-        post = asyncio.create_task(self._http.post(self._open_url, json=body, timeout=self.handshake_timeout_s,
-                                                   headers={"Accept": "application/json"}))
+        """The gateway handshake (`open_connection`), raced against a stop: a stop during the handshake ends it
+        at once. None: try again later (the reason is logged)."""
+        post = asyncio.create_task(open_connection(self._http, self._open_url, self._credentials, ua=self._ua,
+                                                   timeout_s=self.handshake_timeout_s))
         stop = asyncio.create_task(self._stopped.wait())
         try:
             done, _ = await asyncio.wait({post, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -123,24 +118,10 @@ class StreamTransport:
         if post not in done or post.cancelled():
             return None  # stopping
         try:
-            response = post.result()
-        except httpx.TimeoutException:
-            log.warning("the Stream gateway did not answer the handshake within %.0f s", self.handshake_timeout_s)
+            return post.result()
+        except HandshakeError as exc:
+            log.warning("%s", exc)
             return None
-        except httpx.HTTPError as exc:
-            log.warning("the Stream gateway handshake failed: %s", type(exc).__name__)
-            return None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        if response.status_code != 200 or not isinstance(answer, dict) or not answer.get("endpoint") \
-                or not answer.get("ticket"):
-            code = answer.get("code", "") if isinstance(answer, dict) else ""
-            log.warning("DingTalk refused to open a Stream connection: HTTP %s %s (check AppKey / AppSecret and "
-                        "that the app uses Stream mode)", response.status_code, code)
-            return None
-        return answer
 
     async def _heartbeat(self, ws: Any) -> None:
         """A WebSocket ping every interval; no pong within the interval: the socket is dead."""
@@ -199,6 +180,42 @@ class StreamTransport:
         self._stopped.set()
         if self._ws is not None:
             await self._ws.close()
+
+
+def user_agent() -> str:
+    """What the SDK sends as `ua`: the gateway requires one."""
+    from dingtalk_stream.version import VERSION_STRING
+
+    return f"dingtalk-sdk-python/v{VERSION_STRING}-union"
+
+
+class HandshakeError(Exception):
+    """The gateway did not give a connection; the message says why (never the secret)."""
+
+
+async def open_connection(http: httpx.AsyncClient, open_url: str, credentials: dict[str, str], *, timeout_s: float,
+                          ua: str | None = None) -> dict[str, Any]:
+    """The gateway handshake (AppKey / AppSecret -> endpoint + ticket), as the SDK's `open_connection` does it
+    but with httpx and a timeout: a gateway that accepts the connection and never answers costs `timeout_s`.
+    `credentials` is {"clientId", "clientSecret"}. Raises HandshakeError (also used by connector/doctor.py)."""
+    body = {**credentials, "subscriptions": [{"type": "CALLBACK", "topic": BOT_TOPIC}], "ua": ua or user_agent(),
+            "localIp": _local_ip()}
+    try:
+        response = await http.post(open_url, json=body, timeout=timeout_s, headers={"Accept": "application/json"})
+    except httpx.TimeoutException:
+        raise HandshakeError(f"the Stream gateway did not answer the handshake within {timeout_s:.0f} s") from None
+    except httpx.HTTPError as exc:
+        raise HandshakeError(f"the Stream gateway handshake failed: {type(exc).__name__}") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    if response.status_code != 200 or not isinstance(answer, dict) or not answer.get("endpoint") \
+            or not answer.get("ticket"):
+        code = answer.get("code", "") if isinstance(answer, dict) else ""
+        raise HandshakeError(f"DingTalk refused to open a Stream connection: HTTP {response.status_code} {code} "
+                             "(check AppKey / AppSecret and that the app uses Stream mode)")
+    return answer
 
 
 def _local_ip() -> str:
