@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-from pathlib import Path
 
 from . import pii
+from .cli import parse_args
 from .settings import InferenceSettings
-
-
-def parse_args(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description="OpenAI-compatible inference server (settings also from "
-                                                 "INFERENCE_* environment variables).")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--model-path", type=Path)
-    parser.add_argument("--served-model-name")
-    parser.add_argument("--engine", choices=["transformers", "vllm"])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--quantization", choices=["none", "bnb-int8"])
-    parser.add_argument("--max-model-len", type=int)
-    parser.add_argument("--max-num-seqs", type=int)
-    parser.add_argument("--max-waiting", type=int)
-    parser.add_argument("--num-threads", type=int)
-    parser.add_argument("--ssl-certfile", type=Path)
-    parser.add_argument("--ssl-keyfile", type=Path)
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
-    return {k: v for k, v in vars(args).items() if v is not None}
 
 
 def main(argv: list[str] | None = None) -> None:

