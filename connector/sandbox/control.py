@@ -169,6 +169,22 @@ async def configure_app(body: AppConfig, request: Request) -> dict[str, Any]:
             "templates": app.templates, "qpsLimit": app.qps_limit}
 
 
+class CustomRobotSpec(BaseModel):
+    conversation_id: str = Field(..., description="the group's conversationId (made if new)")
+    title: str = "Ops group"
+    secret: str | None = Field(None, description="加签 secret (SEC...); none: the robot checks no signature")
+    name: str = "Alertmanager"
+
+
+@router.post("/custom-robots")
+async def add_custom_robot(body: CustomRobotSpec, request: Request) -> dict[str, Any]:
+    """A custom robot in a group, as 群设置 > 智能群助手 > 添加机器人 > 自定义 makes one: its webhook and secret."""
+    sandbox = _sandbox(request)
+    robot = sandbox.add_custom_robot(body.conversation_id, body.title, body.secret, body.name)
+    return {"webhook": f"{sandbox.http_base}/robot/send?access_token={robot.access_token}",
+            "conversationId": robot.conversation_id, "secret": robot.secret}
+
+
 class DirectorySpec(BaseModel):
     users: dict[str, list[int]] = Field(..., description="staff id -> the department ids the contact API returns")
     app: str | None = Field(None, description="only for this app (client id); none: every app")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
+import time
 import uuid
 from typing import Any
 
@@ -120,14 +123,12 @@ def robot_group_send(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[s
 
 
 WEBHOOK_MAX_BYTES = 20000
+CUSTOM_ROBOT_TIMESTAMP_WINDOW_MS = 3600 * 1000  # "与请求调用时间误差不能超过1小时"
+CUSTOM_ROBOT_PER_MINUTE = 20
 
 
-def session_webhook(sandbox: Sandbox, token: str, raw: bytes) -> dict[str, Any]:
-    """The sessionWebhook: HTTP 200 with errcode, as DingTalk's robot webhooks answer."""
-    entry = sandbox.webhooks.get(token)
-    if entry is None or entry[2] < now_ms():
-        return {"errcode": 300001, "errmsg": "session 不存在"}
-    app, conversation_id, _, _ = entry
+def _webhook_content(raw: bytes) -> tuple[str, dict[str, Any]] | dict[str, Any]:
+    """(msgtype, content) of a robot webhook's body, or the errcode answer that refuses it."""
     if len(raw) > WEBHOOK_MAX_BYTES:
         return {"errcode": 460101, "errmsg": "message too long"}
     try:
@@ -143,5 +144,46 @@ def session_webhook(sandbox: Sandbox, token: str, raw: bytes) -> dict[str, Any]:
         content = body.get(msgtype) or {}
     else:
         return {"errcode": 40035, "errmsg": "缺少参数 msgtype/content (missing msgtype or content)"}
-    sandbox.add_reply(conversation_id, "sessionWebhook", msgtype, {**content, "at": body.get("at")}, app)
+    return msgtype, {**content, "at": body.get("at")}
+
+
+def session_webhook(sandbox: Sandbox, token: str, raw: bytes) -> dict[str, Any]:
+    """The sessionWebhook: HTTP 200 with errcode, as DingTalk's robot webhooks answer."""
+    entry = sandbox.webhooks.get(token)
+    if entry is None or entry[2] < now_ms():
+        return {"errcode": 300001, "errmsg": "session 不存在"}
+    app, conversation_id, _, _ = entry
+    parsed = _webhook_content(raw)
+    if isinstance(parsed, dict):
+        return parsed
+    sandbox.add_reply(conversation_id, "sessionWebhook", parsed[0], parsed[1], app)
+    return {"errcode": 0, "errmsg": "ok"}
+
+
+def custom_robot_send(sandbox: Sandbox, access_token: str, timestamp: str, sign: str, raw: bytes) -> dict[str, Any]:
+    """A group custom robot's webhook (/robot/send): the access_token, the 加签 signature and its timestamp
+    (within an hour of now), at most 20 messages a minute; HTTP 200 with an errcode, as DingTalk answers."""
+    robot = sandbox.custom_robots.get(access_token)
+    if robot is None:
+        return {"errcode": 300001, "errmsg": "token is not exist"}
+    if robot.secret is not None:
+        try:
+            stamp = int(timestamp)
+        except ValueError:
+            return {"errcode": 310000, "errmsg": "invalid timestamp"}
+        if abs(now_ms() - stamp) > CUSTOM_ROBOT_TIMESTAMP_WINDOW_MS:
+            return {"errcode": 310000, "errmsg": "invalid timestamp"}
+        digest = hmac.new(robot.secret.encode(), f"{timestamp}\n{robot.secret}".encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(base64.b64encode(digest).decode(), sign):  # the query string is decoded
+            return {"errcode": 310000, "errmsg": "sign not match"}
+    now = time.monotonic()
+    while robot.sent and now - robot.sent[0] >= 60.0:
+        robot.sent.popleft()
+    if len(robot.sent) >= CUSTOM_ROBOT_PER_MINUTE:
+        return {"errcode": 130101, "errmsg": "send too fast, exceed 20 times per minute"}
+    parsed = _webhook_content(raw)
+    if isinstance(parsed, dict):
+        return parsed
+    robot.sent.append(now)
+    sandbox.add_reply(robot.conversation_id, "customRobot", parsed[0], {**parsed[1], "robot": robot.name}, None)
     return {"errcode": 0, "errmsg": "ok"}

@@ -1,5 +1,6 @@
 """DingTalk's HTTP side: OAuth token, Stream gateway open, cards, robot sends, the session webhook, and the
-old-style contact API's user detail (oapi.dingtalk.com's /topapi/v2/user/get, served on the same port)."""
+old-style API host's parts (oapi.dingtalk.com, served on the same port): the contact API's user detail
+(/topapi/v2/user/get) and group custom robots' webhook (/robot/send)."""
 
 from __future__ import annotations
 
@@ -174,6 +175,21 @@ async def send_by_session(request: Request, session: str = "") -> JSONResponse:
         logged = raw[:200].decode(errors="replace")
     sandbox.log_call("POST", "/robot/sendBySession", None, logged, status, answer)
     return JSONResponse(answer, status_code=status)
+
+
+@router.post("/robot/send")
+async def custom_robot_send(request: Request, access_token: str = "", timestamp: str = "",
+                            sign: str = "") -> JSONResponse:
+    """A group custom robot's webhook (oapi.dingtalk.com/robot/send), 加签 checked; logged without the token."""
+    sandbox = _sandbox(request)
+    raw = await request.body()
+    answer = messages.custom_robot_send(sandbox, access_token, timestamp, sign, raw)
+    try:
+        logged: Any = json.loads(raw)
+    except ValueError:
+        logged = raw[:200].decode(errors="replace")
+    sandbox.log_call("POST", "/robot/send", None, logged, 200, answer)
+    return JSONResponse(answer)
 
 
 def _oapi_error(errcode: int, errmsg: str) -> dict[str, Any]:

@@ -121,6 +121,17 @@ class Fault:
 
 
 @dataclass
+class CustomRobot:
+    """A group's custom robot (自定义机器人): its webhook's access_token and, with 加签, its signing secret."""
+
+    access_token: str
+    conversation_id: str
+    secret: str | None
+    name: str = "Custom robot"
+    sent: deque[float] = field(default_factory=deque)  # monotonic times of the last minute's messages
+
+
+@dataclass
 class Conversation:
     conversation_id: str
     kind: str  # "1" DM, "2" group
@@ -149,6 +160,7 @@ class Sandbox:
         self.faults: list[Fault] = []
         self.webhooks: dict[str, tuple[App, str, int, str]] = {}  # token -> (app, conversation, expiry ms, staff)
         self.conversations: dict[str, Conversation] = {}
+        self.custom_robots: dict[str, CustomRobot] = {}  # webhook access_token -> robot
         self.undelivered: deque[Push] = deque()
         self._qps: dict[tuple[str, str], deque[float]] = {}
         # the staff directory: staff id -> department ids, for every app (key None) or one app's corp (its id)
@@ -290,10 +302,17 @@ class Sandbox:
     def expire_webhooks(self) -> None:
         self.webhooks = {t: (a, c, 0, s) for t, (a, c, _, s) in self.webhooks.items()}
 
+    def add_custom_robot(self, conversation_id: str, title: str, secret: str | None, name: str) -> CustomRobot:
+        """A custom robot in a group (the group is made if new); its webhook is `/robot/send?access_token=`."""
+        self.conversation(conversation_id, "2", title)
+        robot = CustomRobot(secrets.token_hex(32), conversation_id, secret, name)
+        self.custom_robots[robot.access_token] = robot
+        return robot
+
     def add_reply(self, conversation_id: str, via: str, msgtype: str, content: dict[str, Any],
-                  app: App) -> dict[str, Any]:
+                  app: App | None) -> dict[str, Any]:
         reply = {"time": time.time(), "conversationId": conversation_id, "via": via, "msgtype": msgtype,
-                 "content": content, "app": app.client_id}
+                 "content": content, "app": app.client_id if app else None}
         self.replies.append(reply)
         conv = self.conversations.get(conversation_id)
         if conv is not None:
