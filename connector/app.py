@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from . import __version__
+from .alerts import AlertRelay
 from .audit.writer import AuditWriter
 from .core.dispatcher import Dispatcher
 from .core.handler import ChatHandler, HandlerHooks
@@ -39,6 +40,7 @@ from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
 from .core.trail import Trail, note_delivery
 from .dingtalk.directory import DingTalkDirectory
 from .dingtalk.openapi import DingTalkAPI
+from .dingtalk.opsgroup import CustomRobotSender, RobotGroupSender
 from .dingtalk.replies import DingTalkReplies, ReplyHooks
 from .dingtalk.transport import StreamTransport
 from .health import serve_health
@@ -118,6 +120,7 @@ class ConnectorApp:
     transport: StreamTransport
     audit: AuditWriter | None = None  # None when audit_enabled is off
     model_http: httpx.AsyncClient | None = None  # the model's own client (a private CA); None: shares `http`
+    alerts: AlertRelay | None = None  # Alertmanager's notifications to the ops group; None: alerts_token unset
     started_at: float = field(default_factory=time.time)
 
     def request_stop(self) -> None:
@@ -139,8 +142,10 @@ class ConnectorApp:
                 loop.add_signal_handler(sig, self.request_stop)
             except (NotImplementedError, RuntimeError):
                 pass
-        health_server = await serve_health(self.health, self.metrics.render, self.settings.health_host,
-                                           self.settings.health_port)
+        health_server = await serve_health(
+            self.health, self.metrics.render, self.settings.health_host, self.settings.health_port,
+            alerts_token=self.settings.alerts_token.get_secret_value() if self.settings.alerts_token else None,
+            alerts=self.alerts, on_refused=lambda: self.metrics.alert_notifications.labels("refused").inc())
         for skill in self.skills:
             try:
                 await skill.start(self.services)
@@ -176,6 +181,8 @@ class ConnectorApp:
             except Exception:
                 log.exception("skill %s did not stop cleanly", skill.name)
         health_server.should_exit = True
+        if self.alerts is not None:
+            await self.alerts.close()
         await self.http.aclose()
         if self.model_http is not None:
             await self.model_http.aclose()
@@ -264,7 +271,21 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
              redis_up=lambda: -1.0 if redis is None else (1.0 if redis.up else 0.0))
     return ConnectorApp(settings=s, metrics=m, http=http, redis=redis, replies=replies, skills=skills,
                         services=services, dispatcher=dispatcher, intake=intake, transport=transport, audit=audit,
-                        model_http=model_http if model_http is not http else None)
+                        model_http=model_http if model_http is not http else None, alerts=_alert_relay(s, m, api, http))
+
+
+def _alert_relay(s: ConnectorSettings, m: ConnectorMetrics, api: DingTalkAPI,
+                 http: httpx.AsyncClient) -> AlertRelay | None:
+    """The ops group for Alertmanager's notifications (README: Alerts), when alerts_token is set."""
+    if not s.alerts_token:
+        return None
+    for outcome in ("sent", "merged", "summary", "failed", "refused"):
+        m.alert_notifications.labels(outcome)
+    sender: Any = RobotGroupSender(api, s.robot, s.alerts_conversation_id) if s.alerts_conversation_id else \
+        CustomRobotSender(http, s.alerts_webhook_url.get_secret_value() if s.alerts_webhook_url else "",
+                          s.alerts_webhook_secret.get_secret_value() if s.alerts_webhook_secret else None)
+    return AlertRelay(sender, s.alerts_max_per_minute,
+                      on_outcome=lambda outcome, n: m.alert_notifications.labels(outcome).inc(n))
 
 
 async def serve(settings: ConnectorSettings) -> None:

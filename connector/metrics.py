@@ -33,6 +33,10 @@ class ConnectorMetrics:
                                             "(the records were spilled, not lost).", registry=r)
         for result in ("written", "spilled", "replayed"):  # zeros from the start, for the alert and dashboard
             self.audit_records.labels(result)
+        self.alert_notifications = Counter("connector_alert_notifications", "Alertmanager notifications on POST "
+                                           "/alerts, by outcome: sent to the ops group, merged (held for the rate "
+                                           "limit), summary (a merged message sent), failed, refused (bad token).",
+                                           ["outcome"], registry=r)
         self.to_first_card_call = Histogram("connector_message_to_first_card_call_seconds",
                                             "Message receipt to the card's first API call.", buckets=LATENCY,
                                             registry=r)
