@@ -79,6 +79,10 @@ class ModelClient:
         self._window = extra.get("max_model_len")
         self._window_checked = time.monotonic()
 
+    async def served_models(self) -> list[str]:
+        """The model ids the server lists (with this client's credential); the OpenAI client's errors pass."""
+        return [m.id for m in (await self._api().models.list()).data]
+
     async def model_id(self) -> str:
         if self._model is None:
             try:
