@@ -25,7 +25,7 @@ def compose() -> dict:
 
 def test_compose_services_healthchecks_and_gpu(compose: dict) -> None:
     services = compose["services"]
-    assert {"inference", "connector", "redis", "prometheus", "grafana"} <= set(services)
+    assert {"inference", "connector", "redis", "prometheus", "alertmanager", "grafana"} <= set(services)
     for name, service in services.items():
         assert "healthcheck" in service, name
         assert service.get("restart") == "unless-stopped", name
@@ -36,6 +36,8 @@ def test_compose_services_healthchecks_and_gpu(compose: dict) -> None:
     assert depends["inference"]["condition"] == "service_healthy" and depends["redis"]["condition"] == "service_healthy"
     assert services["inference"]["volumes"][0].endswith(":/models:ro")  # models mounted, read-only
     assert services["prometheus"]["profiles"] == ["monitoring"] and services["grafana"]["profiles"] == ["monitoring"]
+    assert services["alertmanager"]["profiles"] == ["monitoring"] and services["alertmanager"]["secrets"] == [
+        "alerts_token"] and compose["secrets"]["alerts_token"]["environment"] == "ALERTS_TOKEN"
     assert "--appendonly yes" in " ".join(services["redis"]["command"])
     assert "--requirepass" in " ".join(services["redis"]["command"])
 
@@ -128,6 +130,7 @@ def _exported_metric_names() -> set[str]:
     inference.ttft.observe(0.1)
     inference.requests.labels("/v1/chat/completions", "200").inc()
     inference.finished.labels("stop").inc()
+    inference.auth_failures.labels("unknown_key").inc()
     connector = ConnectorMetrics()
     connector.received.labels("text").inc()
     connector.replies.labels("card").inc()
@@ -169,6 +172,50 @@ def test_alert_rules_pass_promtool() -> None:
     run = subprocess.run([promtool, "check", "config", str(DEPLOY / "monitoring" / "prometheus.yml")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_alert_rules_unit_tests() -> None:
+    """tests/deploy/alerts_test.yml: ConnectorDown, AuthFailuresHigh, AuditWritesFailing fire when they should,
+    with the value and runbook annotations the DingTalk ops group shows."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    run = subprocess.run([promtool, "test", "rules", str(Path(__file__).parent / "alerts_test.yml")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_alert_has_a_value_and_a_runbook_line() -> None:
+    rules = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yml").read_text())["groups"][0]["rules"]
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names))
+    assert {"ConnectorDown", "AuthFailuresHigh", "AuditWritesFailing"} <= set(names)
+    for rule in rules:
+        assert {"summary", "description", "value", "runbook"} <= set(rule["annotations"]), rule["alert"]
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert 'up{job="connector"} == 0' in exprs["ConnectorDown"] and "> 5" in exprs["AuthFailuresHigh"]
+    jobs = {j["job_name"] for j in yaml.safe_load((DEPLOY / "monitoring" / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    assert "connector" in jobs
+
+
+def test_alertmanager_configs() -> None:
+    """Both Alertmanager configs route every alert to the connector's /alerts with a bearer token from a file,
+    resolved notices included; amtool (package prometheus-alertmanager) checks them when it is installed."""
+    for name, url, token in (("alertmanager.yml", "http://127.0.0.1:8001/alerts", "/etc/prometheus/alerts-token"),
+                             ("alertmanager.docker.yml", "http://connector:8001/alerts", "/run/secrets/alerts_token")):
+        config = yaml.safe_load((DEPLOY / "monitoring" / name).read_text())
+        route = config["route"]
+        assert route["group_by"] and route["group_wait"] and route["repeat_interval"]
+        (receiver,) = [r for r in config["receivers"] if r["name"] == route["receiver"]]
+        (webhook,) = receiver["webhook_configs"]
+        assert webhook["url"] == url and webhook["send_resolved"] is True
+        assert webhook["http_config"]["authorization"]["credentials_file"] == token
+        amtool = shutil.which("amtool")
+        if amtool is not None:
+            run = subprocess.run([amtool, "check-config", str(DEPLOY / "monitoring" / name)], capture_output=True,
+                                 text=True)
+            assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_grafana_dashboard_panels() -> None:
