@@ -21,7 +21,8 @@ import json
 import logging
 import sys
 
-from .doctor_checks import Check, DingTalk, check_model, check_redis, mask_url
+from .doctor_checks import Check, check_model, check_redis, mask_url
+from .doctor_dingtalk import DingTalk
 
 __all__ = ["Check", "main", "run"]
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}

@@ -12,7 +12,7 @@ import pytest
 from .servers import ROOT
 
 MODULES = ["inference", "inference.doctor", "inference.tokens", "connector", "connector.sandbox",
-           "connector.skills", "connector.audit"]
+           "connector.skills", "connector.audit", "connector.doctor"]
 SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py")
                  if not p.name.startswith("_") and "__main__" in p.read_text())
 
