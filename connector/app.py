@@ -37,7 +37,7 @@ from .core.quota import Limits, MemoryCounters, Quota, RedisCounters, quota_limi
 from .core.ratelimit import SlidingWindowLimiter
 from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
-from .core.trail import Trail, note_delivery
+from .core.trail import OUTCOMES, Trail, note_delivery
 from .dingtalk.directory import DingTalkDirectory
 from .dingtalk.openapi import DingTalkAPI
 from .dingtalk.opsgroup import CustomRobotSender, RobotGroupSender
@@ -191,6 +191,19 @@ class ConnectorApp:
         log.info("connector stopped")
 
 
+def count_outcome(m: ConnectorMetrics) -> Callable[[Trail], None]:
+    """Every handled message's outcome, and the documents its answer could not use (the dashboard's denials)."""
+    for outcome in OUTCOMES:  # zeros from the start, so dashboards and alerts see every series
+        m.outcomes.labels(outcome)
+
+    def count(trail: Trail) -> None:
+        m.outcomes.labels(trail.outcome).inc()
+        if trail.denied:
+            m.documents_denied.inc(len(trail.denied))
+
+    return count
+
+
 def build_app(settings: ConnectorSettings) -> ConnectorApp:
     """Every part, wired; SkillError if an enabled skill cannot run. Call it inside the event loop."""
     s, m = settings, ConnectorMetrics()
@@ -243,7 +256,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     notify = notifier(replies, m)
     directory = DirectoryCache(DingTalkDirectory(api, s.oapi, http, on_call=lambda api, outcome: m.api_calls.labels(
         api, outcome).inc()), s.directory_ttl_s)  # the sender's departments, for the skills and the audit
-    trail_consumers: list[Callable[[Trail], None]] = []  # audit writer, quota charge (issue 16)
+    trail_consumers: list[Callable[[Trail], None]] = [count_outcome(m)]  # + the audit writer, the quota charge
     audit = None
     if s.audit_enabled:
         audit = AuditWriter.from_settings(s, on_result=lambda result, n: m.audit_records.labels(result).inc(n),

@@ -19,6 +19,10 @@ class ConnectorMetrics:
         self.duplicates = Counter("connector_duplicates", "Redelivered messages ignored.", registry=r)
         self.rate_limited = Counter("connector_rate_limited", "Messages refused by the per-user limit.", registry=r)
         self.refused = Counter("connector_refused", "Messages refused because the backlog was full.", registry=r)
+        self.outcomes = Counter("connector_messages_handled", "Messages handled, by outcome (answered, failed, "
+                                "refused, rate_limited, denied: as in the audit record).", ["outcome"], registry=r)
+        self.documents_denied = Counter("connector_documents_denied", "Documents the access rules left out of "
+                                        "answers (each also in the message's audit record).", registry=r)
         self.quota = Counter("connector_quota", "Daily quota checks, by outcome (allowed, refused, exempt).",
                              ["outcome"], registry=r)
         self.api_calls = Counter("connector_api_calls", "DingTalk API calls (card calls included), by outcome.",

@@ -65,3 +65,26 @@ def test_a_refused_message_gets_busy_then_restarting_once_stopping() -> None:
 
     asyncio.run(go())
     assert sent == [BUSY(), RESTARTING()]
+
+
+def test_outcomes_and_denied_documents_are_counted() -> None:
+    from connector.app import count_outcome
+    from connector.core.trail import Trail
+    from connector.metrics import ConnectorMetrics
+    from connector.types import IncomingMessage
+
+    metrics = ConnectorMetrics()
+    count = count_outcome(metrics)
+    message = IncomingMessage(platform="test", message_id="m", delivery_id="d", conversation_id="c",
+                              conversation_kind="dm", sender_id="u", sender_name="u", text="x", msgtype="text")
+    answered = Trail(message)
+    answered.denied = ["finance/budget.md", "hr/salaries.md"]
+    denied = Trail(message)
+    denied.refuse("denied", "user_not_allowed")
+    count(answered)
+    count(denied)
+    text = metrics.render().decode()
+    assert 'connector_messages_handled_total{outcome="answered"} 1.0' in text
+    assert 'connector_messages_handled_total{outcome="denied"} 1.0' in text
+    assert 'connector_messages_handled_total{outcome="failed"} 0.0' in text
+    assert "connector_documents_denied_total 2.0" in text

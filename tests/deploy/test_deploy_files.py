@@ -137,6 +137,8 @@ def _exported_metric_names() -> set[str]:
     connector.errors.labels("model").inc()
     connector.api_calls.labels("/v1.0/card/streaming", "ok").inc()
     connector.skill_results.labels("knowledge_base", "augment").inc()
+    connector.outcomes.labels("denied").inc()
+    connector.quota.labels("refused").inc()
     connector.gauges(backlog=lambda: 0, in_flight=lambda: 0, connected=lambda: True, redis_up=lambda: 1.0)
     names = set()
     for text in (inference.render().decode(), connector.render().decode()):
