@@ -26,8 +26,8 @@ test-w8a8:      ## W8A8 quantisation with llm-compressor (own venv), served by o
 test-fast:      ## unit tests only (no model, no servers)
 	$(PY) -m pytest -m "not slow"
 
-doctor:         ## check the GPU, the model folder and the memory plan before the first start
-	$(PY) -m inference.doctor
+doctor:         ## check the GPU, the model folder and the memory plan; then the connector's DingTalk app, Redis, model server
+	$(PY) -m inference.doctor; status=$$?; $(PY) -m connector.doctor || status=1; exit $$status
 
 gpu-smoke:      ## GPU self-check: tokens/s at 1 and 16 streams, TTFT of a 512-token prompt, peak VRAM vs the plan
 	$(PY) -m inference.doctor --smoke
