@@ -20,7 +20,7 @@ TOKEN = "alerts-token-0123456789abcdef"
 def payload(status: str = "firing", *names: str, value: str = "0") -> dict:
     names = names or ("InferenceDown",)
     return {
-        "version": "4", "groupKey": '{}:{alertname="%s"}' % names[0], "truncatedAlerts": 0, "status": status,
+        "version": "4", "groupKey": f'{{}}:{{alertname="{names[0]}"}}', "truncatedAlerts": 0, "status": status,
         "receiver": "dingtalk-ops", "groupLabels": {"alertname": names[0]},
         "commonLabels": {"alertname": names[0], "severity": "critical"}, "commonAnnotations": {},
         "externalURL": "http://alertmanager:9093",
@@ -83,7 +83,7 @@ async def test_at_most_n_a_minute_the_rest_merged_into_one_counted_summary() -> 
         await asyncio.sleep(0.05)
         if len(sent.messages) == 3:
             break
-    title, summary = sent.messages[2]
+    _, summary = sent.messages[2]
     assert "告警过多：3 条通知合并为本条摘要（每分钟最多 2 条）。" in summary
     assert "3 notifications merged into this summary (at most 2 a minute)" in summary
     assert "**C**" in summary and "**E**" in summary and "(当前值 / value: 97)" in summary
