@@ -4,6 +4,8 @@
 #   sudo deploy/install.sh --wheelhouse /media/usb/wheelhouse [--extras gpu,kb]   install or upgrade
 #   sudo deploy/install.sh --rollback                                           back to the previous release
 #   sudo deploy/install.sh --dry-run ...                                        print what would be done
+#   sudo deploy/install.sh --alertmanager ...   also Debian's prometheus-alertmanager, routed to the connector's
+#                                               /alerts (deploy/monitoring/alertmanager.yml; needs an apt mirror)
 #
 # Layout: /opt/appliance/releases/<version>/venv (one per release), /opt/appliance/current -> the live
 # release, /etc/appliance/{appliance.toml,appliance.env} (kept across upgrades), /var/lib/appliance
@@ -15,7 +17,7 @@ ETC=/etc/appliance
 STATE=/var/lib/appliance
 UNIT_DIR=/etc/systemd/system
 USER_NAME=appliance
-wheelhouse=""; extras="gpu,kb"; rollback=0; dry=0
+wheelhouse=""; extras="gpu,kb"; rollback=0; dry=0; alertmanager=0
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
 while [ $# -gt 0 ]; do
@@ -25,7 +27,8 @@ while [ $# -gt 0 ]; do
     --prefix) PREFIX="$2"; shift 2 ;;
     --rollback) rollback=1; shift ;;
     --dry-run) dry=1; shift ;;
-    *) echo "usage: $0 --wheelhouse DIR [--extras gpu,kb|cpu,kb] [--prefix DIR] | --rollback  [--dry-run]" >&2; exit 2 ;;
+    --alertmanager) alertmanager=1; shift ;;
+    *) echo "usage: $0 --wheelhouse DIR [--extras gpu,kb|cpu,kb] [--prefix DIR] [--alertmanager] | --rollback  [--dry-run]" >&2; exit 2 ;;
   esac
 done
 
@@ -92,6 +95,24 @@ fi
 if [ ! -e "$ETC/appliance.env" ]; then
   run install -m 0640 -o root -g "$USER_NAME" /dev/null "$ETC/appliance.env"
   say "put CONNECTOR_CLIENT_SECRET, INFERENCE_JWT_SECRET (= CONNECTOR_MODEL_JWT_SECRET) and CONNECTOR_REDIS_URL in $ETC/appliance.env"
+fi
+
+if [ "$alertmanager" = 1 ]; then
+  # Alertmanager -> the connector's POST /alerts -> the DingTalk ops group (README: Alerts in DingTalk). The bearer
+  # token file must hold CONNECTOR_ALERTS_TOKEN of appliance.env. Debian's default config is replaced once (the
+  # .appliance marker); later upgrades keep your edits.
+  say "Alertmanager (Debian's prometheus-alertmanager)"
+  run apt-get install -y prometheus-alertmanager
+  if [ ! -e /etc/prometheus/alertmanager.yml.appliance ]; then
+    run install -m 0644 "$HERE/monitoring/alertmanager.yml" /etc/prometheus/alertmanager.yml
+    run touch /etc/prometheus/alertmanager.yml.appliance
+  fi
+  if [ ! -e /etc/prometheus/alerts-token ]; then
+    run install -m 0640 -o root -g prometheus /dev/null /etc/prometheus/alerts-token
+    say "put the value of CONNECTOR_ALERTS_TOKEN (in $ETC/appliance.env) in /etc/prometheus/alerts-token"
+  fi
+  run systemctl enable prometheus-alertmanager.service
+  run systemctl restart prometheus-alertmanager.service
 fi
 
 say "systemd units"

@@ -36,13 +36,14 @@ fi
 
 # Debian packages the tests use: a real Redis server, a real PostgreSQL server (the audit trail's shared
 # store; the tests start their own in a temporary directory), a real Chromium for the chat page with a CJK font
-# (without one, Chinese renders as empty boxes in its screenshots), and promtool (package prometheus) to
-# check the alert rules.
+# (without one, Chinese renders as empty boxes in its screenshots), promtool (package prometheus) to
+# check the alert rules, and Alertmanager (package prometheus-alertmanager) for the alerts' end-to-end test.
 if [ "$want_redis" = 1 ]; then
   missing=""
   command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
   command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+  command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
   { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$missing chromium"
   dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$missing fonts-noto-cjk"
   if [ -n "$missing" ]; then

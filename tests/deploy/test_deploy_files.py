@@ -112,6 +112,11 @@ def test_install_script_dry_run(tmp_path: Path) -> None:
     out = run.stdout
     assert "--no-index --find-links" in out and "useradd --system" in out and "systemctl enable" in out
     assert "current.new" in out  # the switch to the new release is atomic
+    assert "prometheus-alertmanager" not in out
+    run = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--dry-run", "--alertmanager", "--wheelhouse",
+                          str(wheelhouse), "--prefix", str(tmp_path / "opt")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "apt-get install -y prometheus-alertmanager" in run.stdout and "alertmanager.yml" in run.stdout
     assert subprocess.run(["bash", "-n", str(DEPLOY / "build-wheelhouse.sh")]).returncode == 0
 
 
