@@ -188,3 +188,44 @@ def test_redis_without_persistence_or_without_a_password_it_requires_is_a_warnin
     checks = doctor(settings_for(emulator, client_id, secret, redis_url=extra))
     assert checks["redis"].status == "warn" and "does not require one" in checks["redis"].detail
     assert "requirepass" in checks["redis"].fix and "s3cret" not in checks["redis"].detail
+
+
+@slow
+def test_redis_over_tls_with_a_password(emulator, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from ..test_tls import REDIS_PASSWORD, TlsRedis, make_certs
+
+    certs = make_certs(tmp_path_factory.mktemp("doctor-tls"))
+    server = TlsRedis(free_port(), tmp_path_factory.mktemp("doctor-redis-tls"), certs).start()
+    try:
+        client_id, secret = new_app(emulator)
+        ca = str(certs / "ca.pem")
+        checks = doctor(settings_for(emulator, client_id, secret, redis_url=server.url, redis_ca_bundle=ca))
+        assert checks["redis"].status == "ok" and "password required and given" in checks["redis"].detail
+        assert REDIS_PASSWORD not in checks["redis"].detail and "rediss://:***@" in checks["redis"].detail
+        bare = server.url.replace(f":{REDIS_PASSWORD}@", "")
+        none = doctor(settings_for(emulator, client_id, secret, redis_url=bare, redis_ca_bundle=ca))["redis"]
+        assert none.status == "fail" and "requires a password" in none.detail
+        wrong = server.url.replace(REDIS_PASSWORD, "not-the-password")
+        refused = doctor(settings_for(emulator, client_id, secret, redis_url=wrong, redis_ca_bundle=ca))["redis"]
+        assert refused.status == "fail" and "refused the password" in refused.detail
+        assert "not-the-password" not in refused.detail
+        untrusted = doctor(settings_for(emulator, client_id, secret, redis_url=server.url))["redis"]
+        assert untrusted.status == "fail" and "redis_ca_bundle" in untrusted.fix
+    finally:
+        server.stop()
+
+
+@slow
+def test_the_model_credential_minted_or_refused(emulator, small_inference) -> None:
+    from ..conftest import TEST_JWT_SECRET
+
+    client_id, secret = new_app(emulator)
+    url = small_inference.url + "/v1"
+    minted = doctor(settings_for(emulator, client_id, secret, model_base_url=url, model_jwt_secret=TEST_JWT_SECRET))
+    assert minted["model server"].status == "ok" and minted["model"].status == "ok"
+    refused = doctor(settings_for(emulator, client_id, secret, model_base_url=url, model_api_key="wrong-key"))
+    assert refused["model"].status == "fail" and "HTTP 401" in refused["model"].detail
+    assert "model_jwt_secret" in refused["model"].fix
+    unknown = doctor(settings_for(emulator, client_id, secret, model_base_url=url, model_jwt_secret=TEST_JWT_SECRET,
+                                  model_name="llama-70b"))
+    assert unknown["model"].status == "fail" and "llama-70b is not served" in unknown["model"].detail
