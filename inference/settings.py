@@ -42,6 +42,10 @@ class InferenceSettings(FileSettings):
     max_prefill_tokens: int = Field(4096, ge=16, description="prompt tokens admitted per engine step",
                                     json_schema_extra={"flags": ["--max-num-batched-tokens"]})
     default_max_tokens: int = Field(512, ge=1, description="completion limit when a request gives none")
+    generation_config: Literal["auto", "vllm"] = Field(
+        "auto", description="auto: temperature, top_p, top_k and repetition_penalty in the model folder's "
+                            "generation_config.json are the defaults of requests that do not set them (as vLLM's "
+                            "--generation-config auto); vllm: ignore the file, use vLLM's neutral defaults")
     api_key: SecretStr | None = Field(None, description="one static key (named 'default'); prefer api_keys_file")
     api_keys_file: Path | None = Field(None, description="TOML of name = \"sha256:<hex>\" (python -m inference.tokens "
                                                          "new-key writes it)")
