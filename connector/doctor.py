@@ -20,19 +20,23 @@ import asyncio
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from .doctor_checks import Check, check_model, check_redis, mask_url
 from .doctor_dingtalk import DingTalk
+
+if TYPE_CHECKING:
+    from .settings import ConnectorSettings
 
 __all__ = ["Check", "main", "run"]
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
-async def run(settings: object) -> list[Check]:
+async def run(settings: ConnectorSettings) -> list[Check]:
     """Every check, in a fixed order; DingTalk, Redis and the model server are asked at the same time."""
-    dingtalk = DingTalk(settings)  # type: ignore[arg-type]
+    dingtalk = DingTalk(settings)
     try:
-        groups = await asyncio.gather(dingtalk.run(), check_redis(settings), check_model(settings))  # type: ignore[arg-type]
+        groups = await asyncio.gather(dingtalk.run(), check_redis(settings), check_model(settings))
     finally:
         await dingtalk.close()
     return [check for group in groups for check in group]

@@ -229,3 +229,21 @@ def test_the_model_credential_minted_or_refused(emulator, small_inference) -> No
     unknown = doctor(settings_for(emulator, client_id, secret, model_base_url=url, model_jwt_secret=TEST_JWT_SECRET,
                                   model_name="llama-70b"))
     assert unknown["model"].status == "fail" and "llama-70b is not served" in unknown["model"].detail
+
+
+@slow
+def test_a_gateway_that_does_not_answer_the_handshake_fails_within_the_timeout(emulator) -> None:
+    import time
+
+    import httpx
+
+    client_id, secret = new_app(emulator)
+    httpx.post(emulator.url + "/sandbox/faults", json={"api": "/v1.0/gateway/connections/open", "status": 0,
+                                                       "latency_s": 5, "count": 1}).raise_for_status()
+    started = time.monotonic()
+    try:
+        gateway = doctor(settings_for(emulator, client_id, secret, stream_handshake_timeout_s=0.5))["stream gateway"]
+    finally:
+        httpx.delete(emulator.url + "/sandbox/faults")
+    assert gateway.status == "fail" and "did not answer the handshake within" in gateway.detail
+    assert time.monotonic() - started < 5
