@@ -38,9 +38,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# Fixtures that need the embedded model: a test that asks for one must be marked slow, so that
+# `make test-fast` (-m "not slow") runs on a checkout without the model.
+MODEL_FIXTURES = frozenset({"inference", "small_inference", "embedded_model"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests need the embedded model but are not marked slow "
+                                "(pytestmark = pytest.mark.slow):\n  " + "\n  ".join(unmarked))
+
+
 def _require_model() -> None:
     if not (DEFAULT_MODEL / "model.safetensors").exists():
         pytest.fail("the embedded model is missing: run `python scripts/fetch_default_model.py` (make test does)")
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The embedded default model's folder, fetched (tests that read its files: tokenizer, config, manifest)."""
+    _require_model()
+    return DEFAULT_MODEL
 
 
 @pytest.fixture(scope="session")

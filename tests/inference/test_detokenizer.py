@@ -6,15 +6,14 @@ import pytest
 
 from inference.engines.detokenizer import IncrementalDetokenizer
 
-from ..conftest import DEFAULT_MODEL
+pytestmark = pytest.mark.slow  # the embedded model's tokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    transformers = pytest.importorskip("transformers")
-    if not DEFAULT_MODEL.exists():
-        pytest.skip("embedded model not fetched")
-    return transformers.AutoTokenizer.from_pretrained(str(DEFAULT_MODEL), local_files_only=True)
+def tokenizer(embedded_model):
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(str(embedded_model), local_files_only=True)
 
 
 def _run(tokenizer, text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

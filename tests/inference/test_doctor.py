@@ -17,7 +17,6 @@ from inference.gpu import GpuMonitor, probe
 from inference.memory_plan import GIB, LLAMA_7B_CONFIG
 from inference.settings import InferenceSettings
 
-from ..conftest import DEFAULT_MODEL
 from ..servers import ROOT
 
 W8A8 = {**LLAMA_7B_CONFIG, "architectures": ["LlamaForCausalLM"], "quantization_config": {
@@ -207,8 +206,9 @@ def test_help_has_no_side_effects(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_embedded_model_on_this_machine_is_ready() -> None:
-    run = doctor_cli(INFERENCE_MODEL_PATH=str(DEFAULT_MODEL))
+@pytest.mark.slow
+def test_embedded_model_on_this_machine_is_ready(embedded_model: Path) -> None:
+    run = doctor_cli(INFERENCE_MODEL_PATH=str(embedded_model))
     assert run.returncode == 0, run.stdout
     assert "LlamaForCausalLM" in run.stdout and "ready to start" in run.stdout and "Plan" in run.stdout
 

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from ..conftest import DEFAULT_MODEL
 from ..servers import ROOT
 
 W8A8_PYTHON = ROOT / ".venv-w8a8" / "bin" / "python"
@@ -34,8 +33,10 @@ w8a8 = _load("_quantize_w8a8")
 from inference.memory_plan import LLAMA_7B_CONFIG, shape_from_config  # noqa: E402
 
 LLAMA_7B = shape_from_config(LLAMA_7B_CONFIG)
-SMOLLM2 = shape_from_config(json.loads((DEFAULT_MODEL / "config.json").read_text())) \
-    if (DEFAULT_MODEL / "config.json").exists() else None
+# the embedded model's shape, as its config.json gives it (so the estimate is checked without the model)
+SMOLLM2 = shape_from_config({"hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+                             "num_hidden_layers": 30, "intermediate_size": 1536, "vocab_size": 49152,
+                             "max_position_embeddings": 8192, "tie_word_embeddings": True})
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -146,7 +147,6 @@ def test_estimate_formula_and_scaling() -> None:
     assert resources.human(30) == "30 s" and resources.human(600) == "10 min" and resources.human(9000) == "2.5 h"
 
 
-@pytest.mark.skipif(SMOLLM2 is None, reason="no embedded model")
 def test_estimate_against_the_measurements() -> None:
     """REFERENCE's measurements (CPU seconds per layer): the embedded model's median by construction; a
     Llama-7B-shaped layer not under-estimated (what an operator plans a night around)."""
@@ -157,8 +157,10 @@ def test_estimate_against_the_measurements() -> None:
     assert max(measured["llama7b_layer_cpu_seconds"]) <= big <= 2.5 * min(measured["llama7b_layer_cpu_seconds"])
 
 
-def test_estimate_only_prints_before_loading_anything() -> None:
-    run = subprocess.run([sys.executable, "scripts/quantize.py", "--model", str(DEFAULT_MODEL), "--method", "w8a8",
+@pytest.mark.slow  # counts the calibration tokens with the embedded model's tokenizer
+def test_estimate_only_prints_before_loading_anything(embedded_model: Path) -> None:
+    assert SMOLLM2 == shape_from_config(json.loads((embedded_model / "config.json").read_text()))
+    run = subprocess.run([sys.executable, "scripts/quantize.py", "--model", str(embedded_model), "--method", "w8a8",
                           "--device", "cpu", "--quantize-lm-head", "--estimate-only"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]
@@ -203,14 +205,14 @@ def test_report_fields(tmp_path: Path) -> None:
 # --- the real thing --------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_w8a8_with_int8_lm_head_on_the_embedded_model(tmp_path: Path) -> None:
+def test_w8a8_with_int8_lm_head_on_the_embedded_model(tmp_path: Path, embedded_model: Path) -> None:
     if not W8A8_PYTHON.exists():
         pytest.skip("no .venv-w8a8 (scripts/setup.sh --w8a8 creates it)")
     calibration = tmp_path / "calibration.txt"  # 8 of the 20 samples: keeps the run short on 2 cores
     lines = [line for line in (ROOT / "scripts/data/calibration.txt").read_text().splitlines() if line.strip()]
     calibration.write_text("\n".join(lines[:8]) + "\n")
     out = tmp_path / "smollm2-w8a8-head"
-    run = subprocess.run([str(W8A8_PYTHON), "scripts/quantize.py", "--model", str(DEFAULT_MODEL), "--method", "w8a8",
+    run = subprocess.run([str(W8A8_PYTHON), "scripts/quantize.py", "--model", str(embedded_model), "--method", "w8a8",
                           "--quantize-lm-head", "--device", "cpu", "--calibration", str(calibration), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
