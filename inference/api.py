@@ -1,6 +1,6 @@
 """HTTP routes: thin, each hands the parsed request to its serving object (inference/serving/).
 
-Two routers: `openai_api` (the OpenAI-compatible API under /v1, and /tokenize) sits behind the API key
+Two routers: `openai_api` (the OpenAI-compatible API under /v1, and vLLM's /tokenize and /detokenize) sits behind the API key
 when one is set; `operations` (probes, metrics, version) stays open. The middlewares take their paths
 from these routers (create_app), so a route added here is labelled and protected without a second list.
 """
@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from .protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
-                       ErrorResponse, ModelList, TokenizeRequest, TokenizeResponse)
+                       DetokenizeRequest, DetokenizeResponse, ErrorResponse, ModelList, TokenizeRequest,
+                       TokenizeResponse)
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
 V1 = "/v1"  # the OpenAI API's prefix: every path under it needs the key, unknown ones too (401, not 404)
@@ -37,6 +38,11 @@ async def list_models(request: Request) -> ModelList:
 @openai_api.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     return await request.app.state.serving_tokenize.create(body)
+
+
+@openai_api.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
+async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+    return await request.app.state.serving_tokenize.detokenize(body)
 
 
 @operations.get("/health")

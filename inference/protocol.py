@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 def _unicode(value: str) -> str:
@@ -29,10 +29,31 @@ class TextPart(_Wire):
     text: Text
 
 
+class FunctionCallWire(_Wire):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallWire(_Wire):
+    """A tool call in an assistant message of the history, or in a response."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallWire
+
+
 class ChatMessage(_Wire):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallWire] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_result_names_its_call(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message with role 'tool' needs tool_call_id (the call it answers)")
+        return self
 
     def text(self) -> str:
         if self.content is None:
@@ -47,6 +68,41 @@ class StreamOptions(_Wire):
 
 
 StopField = Annotated[Text | list[Text] | None, Field(default=None)]
+
+
+class JsonSchemaFormat(_Wire):
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Wire):
+    """OpenAI's response_format: free text, any JSON object, or JSON valid against a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class FunctionDefinition(_Wire):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(_Wire):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(_Wire):
+    name: str
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"] = "function"
+    function: NamedFunction
 
 
 class _SamplingFields(_Wire):
@@ -64,6 +120,8 @@ class _SamplingFields(_Wire):
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
     ignore_eos: bool = Field(default=False, description="extension: keep generating past EOS (benchmarks)")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0, description="extension (vLLM's)")
+    response_format: ResponseFormat | None = None
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -76,12 +134,16 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequest(_SamplingFields):
     prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20)
     max_tokens: int | None = Field(default=16, ge=1)
 
 
@@ -90,7 +152,13 @@ class TokenizeRequest(_Wire):
     prompt: Text | None = None
     messages: list[ChatMessage] | None = None
     add_generation_prompt: bool = True
-    return_tokens: bool = False
+    return_tokens: bool = Field(default=True, description="accepted for compatibility: the tokens are always sent")
+    return_token_strs: bool = False
+
+
+class DetokenizeRequest(_Wire):
+    model: str | None = None
+    tokens: list[int] = Field(max_length=1 << 20)
 
 
 # ---- responses ---------------------------------------------------------------------------
@@ -113,17 +181,47 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: None = None
+    tool_calls: list[ToolCallOut] = Field(default_factory=list)
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprobOut] | None = None
+    refusal: None = None
+
+
+FinishReasonOut = Literal["stop", "length", "tool_calls"]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
-    finish_reason: str | None
+    logprobs: ChatLogprobs | None = None
+    finish_reason: FinishReasonOut | None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -136,11 +234,20 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists, one entry per token."""
+
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
-    finish_reason: str | None
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: FinishReasonOut | None
 
 
 class CompletionResponse(BaseModel):
@@ -167,9 +274,16 @@ class ModelList(BaseModel):
 
 
 class TokenizeResponse(BaseModel):
+    """vLLM's /tokenize answer."""
+
     count: int
     max_model_len: int
-    tokens: list[int] | None = None
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
 
 
 def chunk_payload(*, id: str, created: int, model: str, object: str, choices: list[dict[str, Any]],

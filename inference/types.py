@@ -5,13 +5,51 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FinishReason = Literal["stop", "length", "abort"]
+# What an engine ends a sequence with; the API adds "tool_calls" (serving/tools.py). A sequence the engine
+# itself aborted is an error (GenerationFailed), never a finish reason: OpenAI's values are the only ones sent.
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call of the model: its name and its arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToolCalls:
+    """A model's output split into its text (None when it said only calls) and its tool calls."""
+
+    content: str | None
+    calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a "tool" turn: the call it answers
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredOutput:
+    """A constraint on the output: a JSON Schema (as JSON text), or any JSON object."""
+
+    json_schema: str | None = None
+    json_object: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token: its text, log-probability and the `top` most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +63,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None  # None: none; k >= 0: the sampled token's and the k most likely
+    structured: StructuredOutput | None = None
 
     @property
     def greedy(self) -> bool:
@@ -32,7 +73,8 @@ class SamplingParams:
 
     @property
     def has_penalties(self) -> bool:
-        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+                or self.repetition_penalty != 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +93,7 @@ class GenerationDelta:
     completion_tokens: int  # generated so far, this delta included
     new_tokens: int = 1
     finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per new token, when the request asked for them
 
 
 @dataclass(frozen=True, slots=True)

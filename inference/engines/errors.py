@@ -44,3 +44,19 @@ class PromptEmpty(RequestInvalidForModel):
 
     def __init__(self, message: str = "The prompt is empty.") -> None:
         super().__init__(message, param="prompt")
+
+
+class ToolsNotSupported(RequestInvalidForModel):
+    """The request has tools and the model's chat template does not render them (they would be dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__("This model's chat template does not support tools: they would be dropped, so the "
+                         "request is refused. Leave out `tools`, or serve a model whose template renders them.",
+                         param="tools")
+
+
+class SchemaNotUsable(RequestInvalidForModel):
+    """The JSON schema of a constraint (response_format, a tool's parameters) cannot become a grammar."""
+
+    def __init__(self, detail: str, *, param: str = "response_format") -> None:
+        super().__init__(f"The JSON schema cannot be used to constrain the output: {detail}", param=param)

@@ -43,6 +43,23 @@ def model_location(path: Path) -> tuple[str, dict[str, str]]:
     raise FileNotFoundError(f"model path {path} is neither a model folder nor a .gguf file")
 
 
+GENERATION_DEFAULTS = ("temperature", "top_p", "top_k", "repetition_penalty")  # what vLLM takes from the file
+
+
+def generation_defaults(path: Path) -> dict[str, float]:
+    """The sampling defaults in the model folder's generation_config.json (vLLM's `--generation-config auto`):
+    temperature, top_p, top_k, repetition_penalty where the file sets them; {} without a file or a readable one."""
+    try:
+        folder, _ = model_location(path)
+        config = json.loads((Path(folder) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    return {key: config[key] for key in GENERATION_DEFAULTS
+            if isinstance(config.get(key), int | float) and not isinstance(config.get(key), bool)}
+
+
 # ---- quantisation: what a folder (or a loaded model) declares in its quantization_config -----------
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Batched sampling with per-row parameters (temperature, top-k, top-p, penalties, seed)."""
+"""Batched sampling with per-row parameters (temperature, top-k, top-p, penalties, seed), and the
+log-probabilities of the sampled tokens (of the model's raw distribution, as vLLM reports them)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,21 @@ def sample_next_tokens(
     generated: Sequence[Sequence[int]],
     generators: Sequence[torch.Generator | None],
     shared_generator: torch.Generator,
+    prompts: Sequence[Sequence[int]] | None = None,
 ) -> list[int]:
-    """logits: [B, V] float32 for the last position of each row. Returns one token per row."""
+    """logits: [B, V] float32 for the last position of each row (modified in place). Returns one token per
+    row. `prompts` are what repetition_penalty also looks at (vLLM: prompt and output tokens)."""
     batch, vocab = logits.shape
     logits = logits.float()
     for row, p in enumerate(params):
-        if p.has_penalties and generated[row]:
+        if p.repetition_penalty != 1.0:
+            seen = list(prompts[row] if prompts else ()) + list(generated[row])
+            if seen:
+                ids = torch.tensor(sorted(set(seen)), dtype=torch.long, device=logits.device)
+                picked = logits[row, ids]
+                logits[row, ids] = torch.where(picked > 0, picked / p.repetition_penalty,
+                                               picked * p.repetition_penalty)
+        if (p.frequency_penalty or p.presence_penalty) and generated[row]:
             ids = torch.tensor(generated[row], dtype=torch.long, device=logits.device)
             counts = torch.bincount(ids, minlength=vocab).to(logits.dtype)
             logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
@@ -63,4 +73,20 @@ def sample_next_tokens(
         gen = generators[row]
         if gen is not None:
             out[row] = int(torch.multinomial(probs[j], 1, generator=gen).item())
+    return out
+
+
+def token_logprobs(logits: torch.Tensor, tokens: Sequence[int], tops: Sequence[int]
+                   ) -> list[tuple[float, list[tuple[int, float]]]]:
+    """For each row: the log-probability of its token and its `tops[row]` most likely (id, logprob)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logprobs.gather(1, torch.tensor(tokens, dtype=torch.long, device=logits.device).unsqueeze(1))
+    k = max(tops, default=0)
+    if k:
+        values, ids = logprobs.topk(k, dim=-1)
+        values, ids = values.tolist(), ids.tolist()
+    out = []
+    for row, top in enumerate(tops):
+        alternatives = list(zip(ids[row][:top], values[row][:top])) if k and top else []
+        out.append((float(chosen[row, 0]), alternatives))
     return out

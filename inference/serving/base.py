@@ -1,11 +1,15 @@
-"""What chat and text completions share: readiness, model check, limits, sampling, metrics."""
+"""What chat and text completions share: readiness, model check, limits, sampling, metrics.
+
+Sampling defaults: a request's unset temperature / top_p / top_k / repetition_penalty come from the model
+folder's generation_config.json when `generation_config` is "auto" (vLLM's default), else the neutral ones.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -15,11 +19,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..engines.base import Engine
+from ..engines.loading import generation_defaults
 from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, NotReady
 from ..metrics import Metrics
 from ..protocol import _SamplingFields
 from ..settings import InferenceSettings
-from ..types import ChatTurn, GenerationDelta, GenerationRequest, SamplingParams
+from ..types import ChatTurn, GenerationDelta, GenerationRequest, SamplingParams, StructuredOutput
 from .admission import AdmissionController, Slot
 from .drain import Drain
 from .errors import engine_errors
@@ -53,6 +58,8 @@ class OpenAIServing:
         self.metrics = metrics
         self.admission = admission
         self.state = state
+        self.defaults: dict[str, float] = (generation_defaults(settings.model_path)
+                                           if settings.generation_config == "auto" else {})
 
     # ---- checks ----------------------------------------------------------------------
 
@@ -76,16 +83,25 @@ class OpenAIServing:
 
     # ---- the engine, its errors mapped to HTTP errors ---------------------------------
 
-    def tokenize_chat(self, turns: list[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
+    def tokenize_chat(self, turns: list[ChatTurn], add_generation_prompt: bool = True,
+                      tools: Sequence[dict] | None = None) -> list[int]:
         with engine_errors():
+            if tools:
+                return self.engine.tokenize_chat(turns, add_generation_prompt, tools=tools)
             return self.engine.tokenize_chat(turns, add_generation_prompt)
+
+    def check_structured(self, spec: StructuredOutput | None) -> None:
+        if spec is not None:
+            with engine_errors():
+                self.engine.check_structured(spec)
 
     def tokenize_text(self, text: str) -> list[int]:
         with engine_errors():
             return self.engine.tokenize_text(text)
 
     def sampling_params(self, req: _SamplingFields, prompt_len: int, max_tokens: int | None,
-                        what: str = "messages") -> list[SamplingParams]:
+                        what: str = "messages", *, logprobs: int | None = None,
+                        structured: StructuredOutput | None = None) -> list[SamplingParams]:
         """One SamplingParams per choice (n), after the context-length check."""
         limit = self.max_model_len
         if prompt_len == 0:
@@ -104,12 +120,17 @@ class OpenAIServing:
         if req.n > self.settings.max_num_seqs:
             raise InvalidRequest(f"n={req.n} exceeds this server's max_num_seqs={self.settings.max_num_seqs}.",
                                  param="n")
-        top_k = req.top_k if req.top_k is not None and req.top_k > 0 else 0
+        defaults = self.defaults
+        top_k = req.top_k if req.top_k is not None else int(defaults.get("top_k", 0))
         base = SamplingParams(
             max_tokens=max_tokens,
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
-            top_k=top_k,
+            temperature=float(defaults.get("temperature", 1.0)) if req.temperature is None else req.temperature,
+            top_p=float(defaults.get("top_p", 1.0)) if req.top_p is None else req.top_p,
+            top_k=max(0, top_k),
+            repetition_penalty=(float(defaults.get("repetition_penalty", 1.0)) if req.repetition_penalty is None
+                                else req.repetition_penalty),
+            logprobs=logprobs,
+            structured=structured,
             seed=req.seed,
             stop=req.stop_list(),
             presence_penalty=req.presence_penalty,
@@ -164,8 +185,8 @@ class OpenAIServing:
         clock.last = now
         self.metrics.generation_tokens.inc(delta.new_tokens)
         if delta.finish_reason is not None:
-            self.metrics.e2e.observe(now - clock.arrival)
-            self.metrics.finished.labels(delta.finish_reason).inc()
+            self.metrics.finish(delta.finish_reason, e2e=now - clock.arrival, decode=now - clock.first,
+                                prompt_tokens=delta.prompt_tokens, generation_tokens=delta.completion_tokens)
 
 
 def new_id(prefix: str) -> str:

@@ -1,4 +1,4 @@
-"""POST /v1/completions (text completions)."""
+"""POST /v1/completions (text completions), with logprobs (the legacy parallel-list shape) and response_format."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import InvalidRequest
-from ..protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage, chunk_payload
+from ..protocol import CompletionRequest, CompletionResponse, chunk_payload
+from ..types import TokenLogprob
 from .base import OpenAIServing, new_id
+from .logprobs import completion_logprobs
 from .streams import merge_indexed, sse
+from .tools import structured_of
 
 
 class ServingCompletion(OpenAIServing):
@@ -42,10 +45,11 @@ class ServingCompletion(OpenAIServing):
     async def create(self, req: CompletionRequest, raw: Request) -> Response:
         self.ensure_ready()
         model = self.check_model(req.model)
-        if req.logprobs:
-            raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
+        structured = structured_of(req.response_format)
+        self.check_structured(structured)
         prompts = self._prompts(req)
-        plans = [(ids, text, self.sampling_params(req, len(ids), req.max_tokens, what="prompt"))
+        plans = [(ids, text, self.sampling_params(req, len(ids), req.max_tokens, what="prompt",
+                                                  logprobs=req.logprobs, structured=structured))
                  for ids, text in prompts]
         request_id = new_id("cmpl")
         include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
@@ -71,20 +75,25 @@ class ServingCompletion(OpenAIServing):
         echoes = [text if echo else "" for ids, text, params in plans for _ in params]
         texts = list(echoes)
         reasons: list[str | None] = [None] * len(texts)
+        logprobs: list[list[TokenLogprob]] = [[] for _ in texts]
         completion = 0
         async with aclosing(self._all_choices(request_id, plans)) as deltas:
             async for index, delta in deltas:
                 texts[index] += delta.text
+                logprobs[index].extend(delta.logprobs)
                 if delta.finish_reason is not None:
                     reasons[index] = delta.finish_reason
                     completion += delta.completion_tokens
         prompt_tokens = sum(len(ids) for ids, _, _ in plans)
-        return CompletionResponse(
-            id=request_id, model=model,
-            choices=[CompletionChoice(index=i, text=t, finish_reason=r) for i, (t, r) in enumerate(zip(texts, reasons))],
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                        total_tokens=prompt_tokens + completion),
-        ).model_dump()
+        wanted = req_logprobs(plans)
+        return CompletionResponse.model_validate({
+            "id": request_id, "model": model,
+            "choices": [{"index": i, "text": t, "finish_reason": r,
+                         "logprobs": completion_logprobs(logprobs[i], len(echoes[i])) if wanted else None}
+                        for i, (t, r) in enumerate(zip(texts, reasons))],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                      "total_tokens": prompt_tokens + completion},
+        }).model_dump()
 
     async def _stream(self, request_id: str, model: str, plans: list, echo: bool,
                       include_usage: bool) -> AsyncIterator[str]:
@@ -95,20 +104,30 @@ class ServingCompletion(OpenAIServing):
                                      choices=choices, usage=usage, include_usage=include_usage))
 
         completion = 0
+        wanted = req_logprobs(plans)
+        offsets = [0] * sum(len(p) for _, _, p in plans)  # where the next token starts in each choice's text
         if echo:
             index = 0
             for _, text, params in plans:
                 for _ in params:
                     yield chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": None}])
+                    offsets[index] = len(text)
                     index += 1
         async with aclosing(self._all_choices(request_id, plans)) as deltas:
             async for index, delta in deltas:
                 if delta.finish_reason is not None:
                     completion += delta.completion_tokens
-                if delta.text or delta.finish_reason is not None:
-                    yield chunk([{"index": index, "text": delta.text, "logprobs": None,
+                if delta.text or delta.finish_reason is not None or delta.logprobs:
+                    lp = completion_logprobs(delta.logprobs, offsets[index]) if wanted else None
+                    offsets[index] += sum(len(t.token) for t in delta.logprobs)
+                    yield chunk([{"index": index, "text": delta.text, "logprobs": lp,
                                   "finish_reason": delta.finish_reason}])
         if include_usage:
             prompt_tokens = sum(len(ids) for ids, _, _ in plans)
             yield chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                              "total_tokens": prompt_tokens + completion})
+
+
+def req_logprobs(plans: list) -> bool:
+    """Whether the request asked for logprobs (every choice's params say the same)."""
+    return any(p.logprobs is not None for _, _, params in plans for p in params)

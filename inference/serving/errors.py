@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..engines.errors import (EngineError, EngineNotRunning, GenerationFailed, ModelHasNoChatTemplate, PromptEmpty,
-                              RequestInvalidForModel, StartupError)
+                              RequestInvalidForModel, SchemaNotUsable, StartupError, ToolsNotSupported)
 from ..errors import EngineFailure, InferenceError, InvalidRequest, NotReady, most_specific
 
 # engine error class -> the HTTP error it becomes. Row order does not matter: the most specific class wins.
@@ -23,6 +23,8 @@ ENGINE_ERRORS: dict[type[EngineError], Callable[[EngineError], InferenceError]] 
     ModelHasNoChatTemplate: lambda e: InvalidRequest(f"{e.message.rstrip('.')}; use /v1/completions.",
                                                      param="messages"),
     PromptEmpty: lambda e: InvalidRequest(e.message, param="prompt"),
+    ToolsNotSupported: lambda e: InvalidRequest(e.message, param="tools"),
+    SchemaNotUsable: lambda e: InvalidRequest(e.message, param=getattr(e, "param", None)),
 }
 
 

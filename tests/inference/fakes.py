@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from inference.app import create_app
 from inference.engines.errors import GenerationFailed
 from inference.settings import InferenceSettings
-from inference.types import ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest
+from inference.types import (ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls,
+                             StructuredOutput)
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 
@@ -59,11 +60,24 @@ class FakeEngine:
     async def health(self) -> bool:
         return self.started and not self.closed
 
-    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True) -> list[int]:
+    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True,
+                      tools: Sequence[dict] | None = None) -> list[int]:
         return [len(w) for t in turns for w in t.content.split()] + ([0] if add_generation_prompt else [])
 
     def tokenize_text(self, text: str) -> list[int]:
         return [len(w) for w in text.split()]
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return " ".join(WORDS[t % len(WORDS)] for t in token_ids)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [WORDS[t % len(WORDS)] for t in token_ids]
+
+    def check_structured(self, spec: StructuredOutput) -> None:
+        pass
+
+    def parse_tool_calls(self, text: str) -> ParsedToolCalls:
+        return ParsedToolCalls(text)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         self.requests.append(request)

@@ -31,9 +31,9 @@ def _method(path: str) -> str:
 
 
 def test_the_routers_split_the_api_from_the_operations() -> None:
-    assert API_PATHS == ["/tokenize", "/v1/chat/completions", "/v1/completions", "/v1/models"]
+    assert API_PATHS == ["/detokenize", "/tokenize", "/v1/chat/completions", "/v1/completions", "/v1/models"]
     assert OPEN_PATHS == ["/health", "/metrics", "/ready", "/version"]
-    assert all(path.startswith(V1 + "/") or path == "/tokenize" for path in API_PATHS)
+    assert all(path.startswith(V1 + "/") or path in ("/tokenize", "/detokenize") for path in API_PATHS)
 
 
 @pytest.mark.parametrize("path", API_PATHS)
@@ -56,7 +56,7 @@ async def test_unknown_paths_under_v1_need_the_key_others_are_404() -> None:
     async with _client(api_key=KEY) as client:
         assert (await client.get("/v1/nothing")).status_code == 401
         assert (await client.get("/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})).status_code == 404
-        assert (await client.post("/detokenize", json={})).status_code == 404  # no such route: nothing to protect
+        assert (await client.post("/nothing", json={})).status_code == 404  # no such route: nothing to protect
     async with _client() as client:  # no key set: nothing is protected
         assert (await client.get("/v1/models")).status_code == 200
 

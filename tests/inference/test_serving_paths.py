@@ -33,7 +33,7 @@ async def test_tokenize_and_models_have_serving_objects(app_client) -> None:
     app, client = await app_client()
     assert type(app.state.serving_tokenize).__name__ == "ServingTokenize"
     r = await client.post("/tokenize", json={"messages": MESSAGES})
-    assert r.json() == {"count": 3, "max_model_len": 64, "tokens": None}
+    assert r.json() == {"count": 3, "max_model_len": 64, "tokens": [5, 5, 0], "token_strs": None}  # as vLLM's
     r = await client.post("/tokenize", json={"prompt": "one three", "return_tokens": True})
     assert r.json()["tokens"] == [3, 5]
     r = await client.post("/tokenize", json={"model": "other", "prompt": "x"})
