@@ -39,6 +39,7 @@ from .core.retry import RetryPolicy
 from .core.store import MemoryContextStore, MemoryDedupStore, RedisStores
 from .core.trail import OUTCOMES, Trail, note_delivery
 from .dingtalk.directory import DingTalkDirectory
+from .dingtalk.files import DingTalkFiles
 from .dingtalk.openapi import DingTalkAPI
 from .dingtalk.opsgroup import CustomRobotSender, RobotGroupSender
 from .dingtalk.replies import DingTalkReplies, ReplyHooks
@@ -245,7 +246,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
         for outcome in QUOTA_OUTCOMES:
             m.quota.labels(outcome)
     services = SkillServices(model=model, skills=lambda: skills, version=__version__, context_ttl_s=s.context_ttl_s,
-                             quota=quota)
+                             quota=quota, download=DingTalkFiles(api, s.robot, http).download)
     handler = ChatHandler(services=services, store=context_store, sink=replies, skills=skills,
                           system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
                           group_context_per_sender=s.group_context_per_sender,
@@ -268,7 +269,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
         identity(directory, on_error=lambda: m.errors.labels("directory").inc()),
         allowlist(s.allow_users, s.allow_groups, notify),
         rate_limit(SlidingWindowLimiter(s.user_rate_limit, s.user_rate_window_s), notify, m.rate_limited.inc),
-        message_policy(s.max_message_chars, notify),
+        message_policy(s.max_message_chars, notify, {kind for skill in skills for kind in skill.attachments}),
         *([quota_limit(quota, notify, lambda outcome: m.quota.labels(outcome).inc())] if quota is not None else []),
     ], handler)
     dispatcher = Dispatcher(pipeline, max_in_flight=s.max_in_flight, max_backlog=s.max_backlog)

@@ -6,6 +6,22 @@ from dataclasses import dataclass
 from typing import Literal
 
 ConversationKind = Literal["dm", "group"]
+AttachmentKind = Literal["file", "picture", "video"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """What the user sent besides text: its kind and file name. The bytes stay on the platform until a skill
+    asks for them (SkillServices.download); how to fetch them travels in the platform's extras."""
+
+    kind: AttachmentKind
+    name: str = ""  # the file name the user sent ("report.pdf"); empty for pictures and videos
+
+    @property
+    def suffix(self) -> str:
+        """The file name's extension, lower case, with its dot ("" when there is none)."""
+        stem, dot, ext = self.name.rpartition(".")
+        return f".{ext.lower()}" if dot and stem and ext else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +38,8 @@ class IncomingMessage:
     mentioned: bool = False
     is_admin: bool = False
     received_at: float = 0.0  # time.monotonic() at receipt
-    platform_extras: object = None  # what only the platform's own reply sink reads (DingTalk: the session webhook)
+    platform_extras: object = None  # what only the platform's own parts read (DingTalk: session webhook, download code)
+    attachment: Attachment | None = None  # a file, picture or video sent with (or instead of) text
 
     @property
     def supported(self) -> bool:

@@ -77,6 +77,9 @@ GROUP_NOT_ALLOWED = Text("抱歉，此群暂未开通助手。", "Sorry, the ass
 TOO_FAST = Text("您发送得太快了，请稍等片刻再试。",
                 "You are sending messages a little too fast; please wait a moment and try again.")
 UNSUPPORTED = Text("暂不支持处理{kind}，请发送文字消息。", "Sorry, I cannot read {kind} yet; please send text.")
+TEXT_ONLY = Text("这个模型只能阅读文字，看不了{kind}。请用文字描述您的问题{files}。",
+                 "This model reads text only: it cannot look at {kind}. Please describe it in words{files}.")
+TEXT_ONLY_FILES = Text("，或发送 PDF、Word、文本文件", ", or send a PDF, Word or text file", INLINE)
 EMPTY = Text("请问有什么可以帮您？", "How can I help you?")
 TOO_LONG = Text("消息太长了（{length} 字），请控制在 {limit} 字以内。",
                 "Your message is too long ({length} characters); the limit is {limit}.")
@@ -154,6 +157,33 @@ KB_MORE = Text("… 还有 {count} 个", "… {count} more", EN)
 KB_UNREADABLE = Text("无法读取", "Unreadable", INLINE)
 KB_RESTRICTED_LEFT_OUT = Text("某些受限文档未使用，请私聊我。",
                               "Some restricted documents were left out; ask me in a direct message.")
+
+# files sent to the bot (connector/skills/files/): {name} the file name, {limit} e.g. "20 MB"
+FILES_DESCRIPTION = Text("私聊发送 PDF、Word、文本文件，即可就文件内容提问（会话结束后删除）",
+                         "send a PDF, Word or text file in a direct message and ask about it (deleted when the "
+                         "conversation's context expires)", EN_FIRST)
+FILES_TITLE = Text("文件", "File", ZH)
+FILES_RECEIVED = Text("已收到《{name}》（{size}），可以就它提问了。它会保留 {ttl}（发送 /reset 立即删除）。",
+                      "Got {name} ({size}); ask me about it. I keep it for {ttl} (/reset deletes it now).")
+FILES_PAGES = Text("{count} 页", "{count} page{s}", INLINE)
+FILES_PARTS = Text("{count} 段", "{count} part{s}", INLINE)
+FILES_TRUNCATED = Text("文件较长，只读取了前 {count} 段。", "It is long: only its first {count} parts were read.")
+FILES_IN_GROUP = Text("为保护隐私，文件只在私聊中阅读：请在与我的单聊中发送。",
+                      "Files are read in direct messages only: please send it to me in a one-to-one chat.")
+FILES_TYPE = Text("暂不支持《{name}》这种文件。支持的类型：{types}。",
+                  "I cannot read {name}: the supported types are {types}.")
+FILES_TOO_LARGE = Text("《{name}》太大了（上限 {limit}），请发送较小的文件或其中的相关部分。",
+                       "{name} is too large (the limit is {limit}); please send a smaller file or the part that "
+                       "matters.")
+FILES_UNREADABLE = Text("《{name}》无法读取（{reason}）。", "I could not read {name} ({reason}).")
+FILES_DOWNLOAD_FAILED = Text("《{name}》下载失败，请稍后重新发送。",
+                             "{name} could not be downloaded; please send it again in a moment.")
+FILES_FAILED = Text("抱歉，《{name}》暂时无法处理，请稍后重试。", "Sorry, I could not process {name} just now; please try "
+                                                          "again later.")
+FILES_NO_TEXT = Text("没有文字内容（扫描件需要先做文字识别）", "it holds no text; a scanned PDF needs OCR first",
+                     INLINE)
+FILES_ENCRYPTED = Text("文件已加密", "it is encrypted", INLINE)
+FILES_DAMAGED = Text("文件已损坏或格式不符", "it is damaged or not what its name says", INLINE)
 
 # ops alerts (connector/alerts.py): Alertmanager's notifications in the ops group
 ALERT_TITLE = Text("运维告警", "Ops alert", INLINE)

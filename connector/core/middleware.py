@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ..types import IncomingMessage
 from .messages import (
     EMPTY,
     GROUP_NOT_ALLOWED,
     MEDIA,
+    TEXT_ONLY,
+    TEXT_ONLY_FILES,
     TOO_FAST,
     TOO_LONG,
     UNSUPPORTED,
@@ -108,10 +110,21 @@ def rate_limit(limiter: SlidingWindowLimiter, notify: Notify, on_limited: Callab
     return middleware
 
 
-def message_policy(max_chars: int, notify: Notify) -> Middleware:
-    """Unsupported message types and over-long messages get a polite answer instead of the model."""
+def message_policy(max_chars: int, notify: Notify, attachments: Collection[str] = ()) -> Middleware:
+    """Unsupported message types and over-long messages get a polite answer instead of the model.
+
+    ``attachments``: the kinds of attachment an enabled skill reads ("file": the files skill); those pass on to
+    the skills. Pictures and videos are told that the model reads text only."""
 
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
+        if message.attachment is not None and message.attachment.kind in attachments:
+            await call_next()
+            return
+        if message.attachment is not None and message.attachment.kind in ("picture", "video"):
+            refuse("refused", "unsupported")
+            await notify(message, TEXT_ONLY(kind=MEDIA[message.attachment.kind],
+                                            files=TEXT_ONLY_FILES if "file" in attachments else ""))
+            return
         if not message.supported:
             refuse("refused", "unsupported")
             await notify(message, UNSUPPORTED(kind=MEDIA.get(message.msgtype, message.msgtype)))

@@ -69,6 +69,18 @@ class ModelError(Exception):
         self.retryable, self.retry_after = retryable, retry_after
 
 
+class AttachmentError(Exception):
+    """A message's attachment could not be fetched. ``reason``: "too_large" (over the limit asked for),
+    "unavailable" (the platform refused or the link expired), or "network"."""
+
+    def __init__(self, message: str, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+Download = Callable[[IncomingMessage, int], Awaitable[bytes]]  # (message, max bytes) -> the attachment's bytes
+
+
 class Model(Protocol):
     """The model over the OpenAI wire format, as the connector lends it (connector.core.model.ModelClient).
     Failures are ModelError, except where a method says it answers None (or a report) instead."""
@@ -113,6 +125,7 @@ class SkillServices:
     platform_name: str = "DingTalk"
     context_ttl_s: int = 1800  # how long a conversation's context is kept (the settings' context_ttl_s)
     quota: QuotaReader | None = None  # today's usage and limits (the /quota command); None: no quotas set
+    download: Download | None = None  # a message's attachment, fetched from the IM platform; AttachmentError
 
 
 @dataclass
@@ -143,6 +156,7 @@ class Skill:
     config_model: ClassVar[type[SkillConfig]] = SkillConfig
     default_order: ClassVar[int] = 100
     enabled_by_default: ClassVar[bool] = False
+    attachments: ClassVar[tuple[str, ...]] = ()  # kinds of attachment the skill reads ("file"); others are refused
 
     def __init__(self, config: SkillConfig) -> None:
         self.config = config

@@ -34,10 +34,12 @@ class SkillSpec:
 
 def builtin_skills() -> dict[str, type[Skill]]:
     from .builtin import BUILTIN
+    from .files import FilesSkill
     from .knowledge_base import KnowledgeBaseSkill
     from .quota_skill import QuotaSkill
 
-    return {**BUILTIN, QuotaSkill.name: QuotaSkill, KnowledgeBaseSkill.name: KnowledgeBaseSkill}
+    return {**BUILTIN, QuotaSkill.name: QuotaSkill, KnowledgeBaseSkill.name: KnowledgeBaseSkill,
+            FilesSkill.name: FilesSkill}
 
 
 def discover() -> dict[str, SkillSpec]:
@@ -158,6 +160,10 @@ def load_enabled(plugins: Mapping[str, Mapping[str, Any]]) -> list[Skill]:
             continue
         if spec.cls is not None:
             missing = missing_requirements(spec.cls)
+            if missing and (table is None or "enabled" not in table):  # on by default only: run without it
+                log.warning("skill %r is on by default but %s: it stays off (install them to use it)", name,
+                            "; ".join(missing))
+                continue
             if missing:
                 raise SkillError(f"skill {name!r} is enabled but {'; '.join(missing)} "
                                  f"(install them, or disable it: python -m connector.skills disable {name})")

@@ -24,12 +24,12 @@ def test_build_app_returns_every_part() -> None:
 
     app = asyncio.run(build())
     assert app.redis is None  # no redis_url: memory stores
-    assert [s.name for s in app.skills] == ["help", "reset", "status", "quota"]
+    assert [s.name for s in app.skills] == ["help", "files", "reset", "status", "quota"]
     assert isinstance(app.services.model, ModelClient)
     facts = app.health()
     assert facts["stream"] == "disconnected" and facts["redis"] == "none"
     assert (facts["backlog"], facts["in_flight"]) == (0, 0)
-    assert set(facts["skills"]) == {"help", "reset", "status", "quota"}
+    assert set(facts["skills"]) == {"help", "files", "reset", "status", "quota"}
     assert b"connector_backlog 0.0" in app.metrics.render()
 
 

@@ -114,7 +114,7 @@ async def test_builtin_commands_are_skills() -> None:
     assert "`/reset`（或 `/new`、`新会话`、`重置`）" in sink.texts[-1] and "`/test`" in sink.texts[-1]
     await handler(msg("/test"))
     assert "connector: 9.9.9" in sink.texts[-1] and "fake-model" in sink.texts[-1]
-    assert "skills: help, reset, status" in sink.texts[-1]
+    assert "skills: help, files, reset, status" in sink.texts[-1]
     await handler(msg("重置"))
     assert "新的会话" in sink.texts[-1] and await store.load("test:c1") == []
     assert model.calls == []  # none of them reached the model

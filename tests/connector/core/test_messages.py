@@ -28,7 +28,9 @@ def settings_values(settings: ConnectorSettings) -> dict[str, object]:
             "model": "m", "error": "HTTP 503",
             "health": "ok", "engine": "vllm", "device": "cpu", "names": "help", "summary": "1 added",
             "what": messages.QUOTA_MESSAGES.bind(count=settings.quota_user_messages_per_day or 50),
-            "reset": f"00:00 ({settings.quota_timezone})", "department": "42"}
+            "reset": f"00:00 ({settings.quota_timezone})", "department": "42",
+            "files": messages.TEXT_ONLY_FILES, "name": "report.pdf", "size": messages.FILES_PAGES.bind(count=2, s="s"),
+            "types": ".pdf, .docx, .txt, .md", "reason": messages.FILES_NO_TEXT}
 
 
 def test_there_is_a_catalogue() -> None:

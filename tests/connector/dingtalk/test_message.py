@@ -27,3 +27,20 @@ def test_settings_hide_secrets() -> None:
     s = ConnectorSettings(client_id="app", client_secret="very-secret-appsecret", redis_url="redis://:pw123456@h:6379")
     assert "very-secret-appsecret" not in repr(s) and "pw123456" not in repr(s)
     assert set(s.secrets()) == {"very-secret-appsecret", "redis://:pw123456@h:6379"}
+
+
+def test_file_picture_and_video_become_attachments_with_the_download_code_in_the_extras() -> None:
+    # the payload as DingTalk delivers a file to the robot (docs/dingtalk-protocol-facts.md)
+    file = parse_chatbot_message({"msgId": "m", "msgtype": "file", "conversationType": "1", "content": {
+        "downloadCode": "code/+=", "fileId": "214980176385", "fileName": "Report 2025.PDF", "spaceId": "28455"}},
+        "d", 0)
+    assert file.attachment is not None and (file.attachment.kind, file.attachment.name) == ("file", "Report 2025.PDF")
+    assert file.attachment.suffix == ".pdf" and file.text == "" and not file.supported
+    assert extras_of(file).download_code == "code/+="
+    assert "code/+=" not in repr(file)  # the download code opens the file: never in a log line
+    picture = parse_chatbot_message({"msgId": "m", "msgtype": "picture", "content": {"downloadCode": "x"}}, "d", 0)
+    video = parse_chatbot_message({"msgId": "m", "msgtype": "video", "content": {"downloadCode": "y",
+                                                                                 "videoType": "mp4"}}, "d", 0)
+    assert (picture.attachment.kind, video.attachment.kind) == ("picture", "video")
+    text = parse_chatbot_message({"msgId": "m", "msgtype": "text", "text": {"content": "hi"}}, "d", 0)
+    assert text.attachment is None and extras_of(text).download_code is None

@@ -82,5 +82,5 @@ def test_the_example_config_file_is_valid() -> None:
     from connector.skills.registry import load_enabled
 
     data = tomllib.loads((ROOT / "deploy" / "appliance.toml.example").read_text(encoding="utf-8"))
-    assert [s.name for s in load_enabled(data["connector"]["plugins"])] == ["help", "reset", "status",
+    assert [s.name for s in load_enabled(data["connector"]["plugins"])] == ["help", "files", "reset", "status",
                                                                                "quota"]

@@ -10,9 +10,19 @@ from connector.skills.registry import discover, load_enabled, verify
 
 def test_builtins_are_skills_and_on_by_default_except_the_knowledge_base() -> None:
     specs = discover()
-    assert {"help", "reset", "status", "quota", "knowledge_base"} <= set(specs)
-    assert all(specs[n].origin == "built-in" for n in ("help", "reset", "status", "quota", "knowledge_base"))
-    assert [s.name for s in load_enabled({})] == ["help", "reset", "status", "quota"]
+    assert {"help", "reset", "status", "quota", "knowledge_base", "files"} <= set(specs)
+    assert all(specs[n].origin == "built-in" for n in ("help", "reset", "status", "quota", "knowledge_base", "files"))
+    assert [s.name for s in load_enabled({})] == ["help", "files", "reset", "status", "quota"]
+
+
+def test_a_skill_on_by_default_without_its_packages_stays_off(monkeypatch, caplog) -> None:
+    from connector.skills.files import FilesSkill
+
+    monkeypatch.setattr(FilesSkill, "requires", ("surely-not-installed-package>=1.0",))
+    assert "files" not in [s.name for s in load_enabled({})]  # the connector still starts
+    assert "skill 'files' is on by default but surely-not-installed-package>=1.0 is not installed" in caplog.text
+    with pytest.raises(SkillError, match="'files' is enabled but surely-not"):  # asked for: refuse to start
+        load_enabled({"files": {"enabled": True}})
 
 
 def test_third_party_skill_found_through_its_entry_point(with_glossary) -> None:
@@ -24,13 +34,13 @@ def test_third_party_skill_found_through_its_entry_point(with_glossary) -> None:
     # installed is not enabled: an operator turns it on
     assert "glossary" not in [s.name for s in load_enabled({})]
     skills = load_enabled({"glossary": {"enabled": True, "terms": {"MES": "manufacturing execution system"}}})
-    assert [s.name for s in skills] == ["help", "reset", "status", "quota", "glossary"]
+    assert [s.name for s in skills] == ["help", "files", "reset", "status", "quota", "glossary"]
     assert skills[-1].config.terms["MES"] == "manufacturing execution system"
 
 
 def test_order_is_configurable(with_glossary) -> None:
     skills = load_enabled({"glossary": {"enabled": True, "order": 5}, "help": {"order": 99}})
-    assert [s.name for s in skills] == ["glossary", "reset", "status", "quota", "help"]
+    assert [s.name for s in skills] == ["glossary", "files", "reset", "status", "quota", "help"]
 
 
 def test_configuration_errors_name_the_table_and_key(with_glossary) -> None:
