@@ -65,19 +65,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)  # --help exits here, before anything else
-    from pydantic import ValidationError
-
-    from .config_file import ConfigError, explain
-    from .settings import ConnectorSettings
+    from .settings import settings_or_exit
 
     try:
-        settings = ConnectorSettings()
-    except ValidationError as exc:
-        print(f"doctor: {explain(exc, 'connector', 'CONNECTOR_')}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"doctor: {exc}", file=sys.stderr)
-        return 2
+        settings = settings_or_exit("doctor")
+    except SystemExit as exc:
+        return int(exc.code or 2)
     logging.basicConfig(level=logging.CRITICAL)  # the clients' own error logs would repeat what the checks say
     checks = asyncio.run(run(settings))
     failed = any(c.status == "fail" for c in checks)

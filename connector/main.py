@@ -8,7 +8,7 @@ import os
 import sys
 
 from .core import pii
-from .settings import ConnectorSettings
+from .settings import settings_or_exit
 
 
 class _Redact(logging.Filter):
@@ -29,17 +29,9 @@ class _Redact(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pydantic import ValidationError
-
-    from .config_file import ConfigError, explain
-
-    try:  # arguments (pydantic-settings' CLI source: --help lists every setting), then env, then the file
-        settings = ConnectorSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv,  # type: ignore[call-arg]
-                                     _cli_prog_name="python -m connector", _cli_kebab_case=True)
-    except ValidationError as exc:
-        sys.exit(f"connector: {explain(exc, 'connector', 'CONNECTOR_')}")
-    except ConfigError as exc:
-        sys.exit(f"connector: {exc}")
+    # arguments (pydantic-settings' CLI source: --help lists every setting), then env, then the file
+    settings = settings_or_exit("connector", code=1, _cli_parse_args=sys.argv[1:] if argv is None else argv,
+                                _cli_prog_name="python -m connector", _cli_kebab_case=True)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pii.install()  # ID-card, bank-card, mobile numbers and e-mail addresses masked in every log line
     logging.getLogger("httpx").setLevel(logging.WARNING)

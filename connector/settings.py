@@ -200,3 +200,22 @@ def _on_this_host(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def settings_or_exit(prog: str, *, code: int = 2, **values: Any) -> ConnectorSettings:
+    """The settings (arguments in `values`, then the environment, then the config file), or the reason they are
+    invalid on stderr, worded for the operator, and exit `code`: every command line of the connector's."""
+    import sys
+
+    from pydantic import ValidationError
+
+    from .config_file import ConfigError, explain
+
+    try:
+        return ConnectorSettings(**values)
+    except ValidationError as exc:
+        message = explain(exc, "connector", "CONNECTOR_")
+    except ConfigError as exc:
+        message = str(exc)
+    print(f"{prog}: {message}", file=sys.stderr)
+    raise SystemExit(code)

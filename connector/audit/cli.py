@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from ..settings import ConnectorSettings
+from ..settings import ConnectorSettings, settings_or_exit
 from .backend import describe, open_store
 from .store import SqlStore
 
@@ -121,19 +121,11 @@ def run(args: argparse.Namespace, settings: ConnectorSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pydantic import ValidationError
-
-    from ..config_file import ConfigError, explain
-
     args = parser().parse_args(argv)
     try:
-        settings = ConnectorSettings()
-    except ValidationError as exc:
-        print(f"connector.audit: {explain(exc, 'connector', 'CONNECTOR_')}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"connector.audit: {exc}", file=sys.stderr)
-        return 2
+        settings = settings_or_exit("connector.audit")
+    except SystemExit as exc:
+        return int(exc.code or 2)
     try:
         return run(args, settings)
     except UsageError as exc:

@@ -21,7 +21,7 @@ import httpx
 
 from ..core.ratelimit import TokenBucket
 from ..core.retry import parse_retry_after
-from .openapi import DingTalkAPI, DingTalkAPIError
+from .openapi import DingTalkAPI, DingTalkAPIError, json_body
 
 log = logging.getLogger("connector.dingtalk.directory")
 
@@ -61,7 +61,7 @@ class DingTalkDirectory:
                 except httpx.HTTPError as exc:
                     self._on_call(USER_GET, "network")
                     raise DingTalkAPIError(0, "network", type(exc).__name__) from exc
-                body = _json(r)
+                body = json_body(r)
                 code = str(body.get("errcode", r.status_code if r.status_code != 200 else "invalid"))
                 if r.status_code == 200 and code == "0":
                     self._on_call(USER_GET, "ok")
@@ -102,11 +102,3 @@ class DingTalkDirectory:
                       "developer console (应用开发 > 权限管理) and publish the app again; until then askers have no "
                       "departments, so department-restricted knowledge-base folders stay closed to them.",
                       USER_GET, PERMISSION)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

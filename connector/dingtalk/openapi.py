@@ -89,7 +89,7 @@ class DingTalkAPI:
             except httpx.HTTPError as exc:
                 raise DingTalkAPIError(0, "network", f"access token request failed: {type(exc).__name__}") from exc
             if r.status_code != 200:
-                body = _json(r)
+                body = json_body(r)
                 raise DingTalkAPIError(r.status_code, str(body.get("code", "token")),
                                        f"cannot get an access token: {body.get('message', r.status_code)}")
             body = r.json()
@@ -116,8 +116,8 @@ class DingTalkAPI:
                         continue
                     if r.status_code == 200:
                         self._on_call(path, "ok")
-                        return _json(r)
-                    payload = _json(r)
+                        return json_body(r)
+                    payload = json_body(r)
                     detail = payload.get("accessdenieddetail") or {}
                     error = DingTalkAPIError(r.status_code, str(payload.get("code", r.status_code)),
                                              str(payload.get("message", "")), detail.get("requiredScopes"),
@@ -148,7 +148,7 @@ class DingTalkAPI:
             try:
                 r = await self._http.post(url, json=body, timeout=10.0)
                 if r.status_code < 500:
-                    payload = _json(r)
+                    payload = json_body(r)
                     self._on_call("sessionWebhook", "ok" if payload.get("errcode") == 0 else "client")
                     return payload
                 error = DingTalkAPIError(r.status_code, "server", "webhook 5xx",
@@ -161,7 +161,8 @@ class DingTalkAPI:
         return await self.retry.run(attempt)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or {} when it is not one (an HTML error page, a list, nothing)."""
     try:
         body = response.json()
     except ValueError:

@@ -21,7 +21,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from .openapi import DingTalkAPI
+from .openapi import DingTalkAPI, json_body
 
 
 class OpsGroupError(Exception):
@@ -64,12 +64,9 @@ class CustomRobotSender:
             r = await self.http.post(signed_url(self._url, self._secret), json=body, timeout=self.timeout_s)
         except httpx.HTTPError as exc:
             raise OpsGroupError(f"custom robot webhook unreachable: {type(exc).__name__}") from None
-        try:
-            answer = r.json()
-        except ValueError:
-            answer = {}
-        if r.status_code != 200 or not isinstance(answer, dict) or answer.get("errcode") != 0:
-            errcode = answer.get("errcode") if isinstance(answer, dict) else None
-            errmsg = str(answer.get("errmsg", ""))[:200] if isinstance(answer, dict) else ""
+        answer = json_body(r)
+        if r.status_code != 200 or answer.get("errcode") != 0:
+            errcode = answer.get("errcode")
+            errmsg = str(answer.get("errmsg", ""))[:200]
             raise OpsGroupError(f"custom robot webhook refused the message: HTTP {r.status_code}, errcode "
                                 f"{errcode} {errmsg}".rstrip())

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from ..core.retry import RetryPolicy
 from ..types import IncomingMessage
 from .message import parse_chatbot_message
+from .openapi import json_body
 
 log = logging.getLogger("connector.dingtalk.transport")
 
@@ -206,13 +207,9 @@ async def open_connection(http: httpx.AsyncClient, open_url: str, credentials: d
         raise HandshakeError(f"the Stream gateway did not answer the handshake within {timeout_s:.0f} s") from None
     except httpx.HTTPError as exc:
         raise HandshakeError(f"the Stream gateway handshake failed: {type(exc).__name__}") from None
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = {}
-    if response.status_code != 200 or not isinstance(answer, dict) or not answer.get("endpoint") \
-            or not answer.get("ticket"):
-        code = answer.get("code", "") if isinstance(answer, dict) else ""
+    answer = json_body(response)
+    if response.status_code != 200 or not answer.get("endpoint") or not answer.get("ticket"):
+        code = answer.get("code", "")
         raise HandshakeError(f"DingTalk refused to open a Stream connection: HTTP {response.status_code} {code} "
                              "(check AppKey / AppSecret and that the app uses Stream mode)")
     return answer
