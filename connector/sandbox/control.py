@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any, Literal
 
@@ -38,15 +39,24 @@ class SendMessage(BaseModel):
     at_bot: bool = True
     is_admin: bool = False
     app: str | None = None
+    file_name: str = Field("report.pdf", description="msgtype file: the file's name")
+    file_base64: str | None = Field(None, description="file, picture, video: the bytes (base64), which the bot "
+                                                      "then downloads through /v1.0/robot/messageFiles/download")
 
 
 @router.post("/messages")
 async def send_message(body: SendMessage, request: Request) -> dict[str, Any]:
     sandbox = _sandbox(request)
     app = _app(sandbox, body.app)
+    data = None
+    if body.file_base64 is not None:
+        try:
+            data = base64.b64decode(body.file_base64, validate=True)
+        except ValueError:
+            raise HTTPException(400, "file_base64 is not valid base64") from None
     push = build_push(sandbox, app, staff_id=body.user, nick=body.nick or body.user, text=body.text,
                       msgtype=body.msgtype, group_id=body.group, group_title=body.group_title, at_bot=body.at_bot,
-                      is_admin=body.is_admin)
+                      is_admin=body.is_admin, file_name=body.file_name, file_data=data)
     sent = request.app.state.gateway.push(push)
     log.info("message %s from %s to %s: %s", push.msg_id, body.user, app.client_id, body.text[:200])
     return {"msgId": push.msg_id, "conversationId": push.data["conversationId"], "delivered": push.delivered,

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from .state import App, OpenApiError, Push, Sandbox, now_ms
+from .state import App, OpenApiError, Push, Sandbox, SentFile, now_ms
 
 MSG_TYPES = ("text", "richText", "picture", "audio", "file", "video")
 
@@ -25,8 +25,9 @@ def dm_conversation_id(app: App, staff_id: str) -> str:
 
 def build_push(sandbox: Sandbox, app: App, *, staff_id: str, nick: str, text: str = "", msgtype: str = "text",
                group_id: str | None = None, group_title: str = "Sandbox group", at_bot: bool = True,
-               is_admin: bool = False, file_name: str = "report.pdf") -> Push:
-    """A message typed by a user, as DingTalk would push it to the bot (group: only when @-mentioned)."""
+               is_admin: bool = False, file_name: str = "report.pdf", file_data: bytes | None = None) -> Push:
+    """A message typed by a user, as DingTalk would push it to the bot (group: only when @-mentioned). A file,
+    picture or video with ``file_data`` can be fetched through /v1.0/robot/messageFiles/download."""
     if msgtype not in MSG_TYPES:
         raise ValueError(f"msgtype must be one of {', '.join(MSG_TYPES)}")
     created = now_ms()
@@ -60,6 +61,8 @@ def build_push(sandbox: Sandbox, app: App, *, staff_id: str, nick: str, text: st
     # group messages keep a leading space where the @-mention was removed
     shown = (" " + text) if group and at_bot else text
     download = "dc" + uuid.uuid4().hex[:16]
+    if file_data is not None and msgtype in ("picture", "file", "video"):
+        sandbox.files[download] = SentFile(app, file_name, file_data)
     if msgtype == "text":
         data["text"] = {"content": shown}
     elif msgtype == "richText":
@@ -75,7 +78,7 @@ def build_push(sandbox: Sandbox, app: App, *, staff_id: str, nick: str, text: st
     push = Push(msg_id=msg_id, app=app, data=data, delivered=not group or at_bot)
     conv.timeline.append({"kind": "message", "time": created / 1000, "msgId": msg_id, "msgtype": msgtype,
                           "text": text, "senderNick": nick, "senderStaffId": staff_id, "atBot": at_bot,
-                          "delivered": push.delivered})
+                          "delivered": push.delivered, **({"fileName": file_name} if msgtype == "file" else {})})
     return push
 
 
@@ -109,6 +112,16 @@ def robot_batch_send(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[s
     for staff_id in user_ids:
         sandbox.add_reply(dm_conversation_id(app, staff_id), "robot.oToMessages", key, param, app)
     return {"processQueryKey": uuid.uuid4().hex, "invalidStaffIdList": [], "flowControlledStaffIdList": []}
+
+
+def message_file(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[str, Any]:
+    """robot/messageFiles/download: a temporary link to the file behind a downloadCode of the app's messages."""
+    if body.get("robotCode") != app.robot_code:
+        raise OpenApiError(400, "param.robotCodeInvalid", "robotCode does not belong to this app")
+    code = body.get("downloadCode")
+    if not isinstance(code, str) or not code:
+        raise OpenApiError(400, "MissingParameter", "downloadCode is required")
+    return {"downloadUrl": sandbox.file_link(app, code)}
 
 
 def robot_group_send(sandbox: Sandbox, app: App, body: dict[str, Any]) -> dict[str, Any]:

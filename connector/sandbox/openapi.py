@@ -1,4 +1,5 @@
-"""DingTalk's HTTP side: OAuth token, Stream gateway open, cards, robot sends, the session webhook, and the
+"""DingTalk's HTTP side: OAuth token, Stream gateway open, cards, robot sends and the files of messages sent to
+the robot (robot/messageFiles/download and its temporary link), the session webhook, and the
 old-style API host's parts (oapi.dingtalk.com, served on the same port): the contact API's user detail
 (/topapi/v2/user/get) and group custom robots' webhook (/robot/send)."""
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from . import cards, messages
 from .state import App, OpenApiError, Sandbox
@@ -156,6 +157,21 @@ async def batch_send(request: Request) -> JSONResponse:
 @router.post("/v1.0/robot/groupMessages/send")
 async def group_send(request: Request) -> JSONResponse:
     return await _call(request, "/v1.0/robot/groupMessages/send", ROBOT_SEND, messages.robot_group_send)
+
+
+@router.post("/v1.0/robot/messageFiles/download")
+async def message_file(request: Request) -> JSONResponse:
+    return await _call(request, "/v1.0/robot/messageFiles/download", ROBOT_SEND, messages.message_file)
+
+
+@router.get("/sandbox/files/{token}")
+async def file_link(token: str, request: Request) -> Response:
+    """The temporary link robot/messageFiles/download hands out (DingTalk's are on its file storage)."""
+    sent = _sandbox(request).linked_file(token)
+    if sent is None:
+        return Response(b"<Error><Code>AccessDenied</Code><Message>Request has expired.</Message></Error>",
+                        status_code=403, media_type="application/xml")
+    return Response(sent.data, media_type="application/octet-stream")
 
 
 @router.post("/robot/sendBySession")

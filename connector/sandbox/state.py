@@ -23,6 +23,7 @@ ALL_SCOPES = ("Card.Streaming.Write", "Card.Instance.Write", "qyapi_robot_sendms
 TICKET_TTL_S = 90.0
 TOKEN_TTL_S = 7200
 WEBHOOK_TTL_MS = 90 * 60 * 1000
+FILE_LINK_TTL_S = 300.0  # how long a messageFiles/download link works (*unverified*: DingTalk says "temporary")
 
 FLOW_PROCESSING, FLOW_INPUTTING, FLOW_FINISHED, FLOW_EXECUTING, FLOW_FAILED = "1", "2", "3", "4", "5"
 
@@ -132,6 +133,15 @@ class CustomRobot:
 
 
 @dataclass
+class SentFile:
+    """The bytes of a file, picture or video a user sent the robot, behind its downloadCode."""
+
+    app: App
+    name: str
+    data: bytes
+
+
+@dataclass
 class Conversation:
     conversation_id: str
     kind: str  # "1" DM, "2" group
@@ -161,6 +171,8 @@ class Sandbox:
         self.webhooks: dict[str, tuple[App, str, int, str]] = {}  # token -> (app, conversation, expiry ms, staff)
         self.conversations: dict[str, Conversation] = {}
         self.custom_robots: dict[str, CustomRobot] = {}  # webhook access_token -> robot
+        self.files: dict[str, SentFile] = {}  # downloadCode -> the file sent with that message
+        self.file_links: dict[str, tuple[str, float]] = {}  # download link token -> (downloadCode, expiry)
         self.undelivered: deque[Push] = deque()
         self._qps: dict[tuple[str, str], deque[float]] = {}
         # the staff directory: staff id -> department ids, for every app (key None) or one app's corp (its id)
@@ -301,6 +313,19 @@ class Sandbox:
 
     def expire_webhooks(self) -> None:
         self.webhooks = {t: (a, c, 0, s) for t, (a, c, _, s) in self.webhooks.items()}
+
+    def file_link(self, app: App, download_code: str) -> str:
+        """A short-lived link to the file behind the app's downloadCode (robot/messageFiles/download)."""
+        sent = self.files.get(download_code)
+        if sent is None or sent.app is not app:
+            raise OpenApiError(400, "invalidParameter.downloadCode", "downloadCode 无效 (unknown download code)")
+        token = secrets.token_urlsafe(18)
+        self.file_links[token] = (download_code, time.monotonic() + FILE_LINK_TTL_S)
+        return f"{self.http_base}/sandbox/files/{token}"
+
+    def linked_file(self, token: str) -> SentFile | None:
+        code, expiry = self.file_links.get(token, ("", 0.0))
+        return self.files.get(code) if expiry > time.monotonic() else None
 
     def add_custom_robot(self, conversation_id: str, title: str, secret: str | None, name: str) -> CustomRobot:
         """A custom robot in a group (the group is made if new); its webhook is `/robot/send?access_token=`."""
