@@ -68,7 +68,7 @@ def deliver(sandbox: Sandbox, app: App, body: dict[str, Any]) -> list[dict[str, 
         if kind not in ("IM_ROBOT", "IM_GROUP") or not space_id:
             raise OpenApiError(400, "param.openSpaceIdInvalid", f"openSpaceId {space} is invalid")
         card.spaces.append(space)
-        conversation_id = space_id if kind == "IM_GROUP" else _dm_conversation(sandbox, app, space_id)
+        conversation_id = space_id if kind == "IM_GROUP" else _dm_conversation(app, space_id)
         card.conversation_id = conversation_id
         conv = sandbox.conversations.get(conversation_id or "")
         if conv is not None:
@@ -77,7 +77,7 @@ def deliver(sandbox: Sandbox, app: App, body: dict[str, Any]) -> list[dict[str, 
     return results
 
 
-def _dm_conversation(sandbox: Sandbox, app: App, staff_id: str) -> str:
+def _dm_conversation(app: App, staff_id: str) -> str:
     """The DM between this app's robot and this user (two apps' DMs with one user are different)."""
     from .messages import dm_conversation_id
 

@@ -7,7 +7,6 @@ restart the connector to apply.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
