@@ -11,6 +11,7 @@ finds them by it).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -148,3 +149,15 @@ def scrape(url: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
+
+
+def metric(samples: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels` (0 when none), whatever the label order:
+    metric(scrape(url), "vllm:request_success_total", finished_reason="abort")."""
+    total = 0.0
+    for key, value in samples.items():
+        base, _, rest = key.partition("{")
+        have = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', rest))
+        if base == name and labels.items() <= have.items():
+            total += value
+    return total

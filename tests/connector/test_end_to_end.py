@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..servers import ServerProcess, inference_server, scrape
+from ..servers import ServerProcess, inference_server, metric, scrape
 from .conftest import connector_process, start_connector
 from .helpers import cards_of, finalized, replies_of, reply_texts
 from .sandbox.helpers import new_app, send, wait_for
@@ -33,16 +33,16 @@ def connector(emulator, app, inference: ServerProcess, redis_server, log_dir: Pa
 
 
 def test_dm_conversation_keeps_context_and_reset_clears_it(emulator, app, connector, inference, redis_server) -> None:
-    before = scrape(inference.url)["llm_prompt_tokens_total"]
+    before = metric(scrape(inference.url), "vllm:prompt_tokens_total")
     first = send(emulator, app[0], "What is the capital of France?", user="alice")
     card = finalized(emulator, first["conversationId"], 1)[0]
     assert card["flowStatus"] == "3" and card["texts"]["msgContent"].strip()
     assert card["spaces"] == ["dtv1.card//IM_ROBOT.alice"]
-    first_prompt = scrape(inference.url)["llm_prompt_tokens_total"] - before
+    first_prompt = metric(scrape(inference.url), "vllm:prompt_tokens_total") - before
 
     second = send(emulator, app[0], "And of Germany?", user="alice")
     finalized(emulator, second["conversationId"], 2)
-    second_prompt = scrape(inference.url)["llm_prompt_tokens_total"] - before - first_prompt
+    second_prompt = metric(scrape(inference.url), "vllm:prompt_tokens_total") - before - first_prompt
     assert second_prompt > first_prompt + 10  # the first exchange went along as context
 
     key = f"appliance:ctx:dingtalk:{first['conversationId']}"

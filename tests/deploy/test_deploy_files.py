@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..inference.test_vllm_metric_names import vllm_series
 from ..servers import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -134,7 +135,7 @@ def _exported_metric_names() -> set[str]:
     inference = Metrics(lambda: EngineStats(), lambda: 0, Gpus(), lambda: info)  # type: ignore[arg-type]
     inference.ttft.observe(0.1)
     inference.requests.labels("/v1/chat/completions", "200").inc()
-    inference.finished.labels("stop").inc()
+    inference.finish("stop", e2e=0.5, decode=0.2, prompt_tokens=10, generation_tokens=4)
     inference.auth_failures.labels("unknown_key").inc()
     connector = ConnectorMetrics()
     connector.received.labels("text").inc()
@@ -148,12 +149,15 @@ def _exported_metric_names() -> set[str]:
     names = set()
     for text in (inference.render().decode(), connector.render().decode()):
         names |= {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    suffixes = {"gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    for series in vllm_series().values():  # vLLM's own, on the vLLM engine (KV cache, preemptions, ...)
+        names |= {series.name + suffix for suffix in suffixes[series.type]}
     return names
 
 
 def _referenced(expr: str) -> set[str]:
-    return {m for m in re.findall(r"\b([a-z_][a-z0-9_]*)(?=\{|\[|\s|\)|$)", expr)
-            if m.startswith(("llm_", "connector_"))}
+    return {m for m in re.findall(r"(?<![a-z0-9_:])([a-z_][a-z0-9_:]*)(?=\{|\[|\s|\)|$)", expr)
+            if m.startswith(("llm_", "connector_", "vllm:"))}
 
 
 def test_alert_rules_use_exported_metrics_and_thresholds() -> None:
@@ -233,8 +237,15 @@ def test_grafana_dashboard_panels() -> None:
         assert wanted in titles
     names = _exported_metric_names()
     for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
         for target in panel["targets"]:
             assert not (_referenced(target["expr"]) - names), (panel["title"], target["expr"])
+            assert not re.search(r"\[\d+[smh]\]", target["expr"]), ("use $__rate_interval", target["expr"])
+    # imports into an existing Grafana: the data source is a variable, not the provisioned uid
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert variable["type"] == "datasource" and variable["query"] == "prometheus"
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    assert "vllm:kv_cache_usage_perc" in exprs and "vllm:time_to_first_token_seconds_bucket" in exprs
 
 
 def test_compose_starts_without_the_monitoring_secrets(compose: dict) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from inference.metrics import Metrics
 from inference.types import EngineStats
 
+from ..servers import metric
+
 
 class _NoGpus:
     def read(self) -> list:
@@ -22,5 +24,6 @@ def test_engine_counters_are_exported_from_the_stats() -> None:
     samples = _samples(Metrics(lambda: stats, lambda: 5, _NoGpus()))  # type: ignore[arg-type]
     assert samples["llm_engine_steps_total"] == 40 and samples["llm_engine_step_sequences_total"] == 70
     assert samples["llm_engine_prefills_total"] == 5 and samples["llm_engine_aborted_total"] == 1
-    assert samples["llm_num_requests_running"] == 2
-    assert samples["llm_num_requests_waiting"] == 3  # admitted but not running: in flight minus running
+    assert metric(samples, "vllm:num_requests_running") == 2
+    assert metric(samples, "vllm:num_requests_waiting") == 3  # admitted but not running: in flight minus running
+    assert metric(samples, "vllm:request_success_total", finished_reason="abort") == 1

@@ -9,9 +9,11 @@ import time
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..conftest import TEST_API_KEY, TEST_JWT_SECRET
-from ..servers import TEST_ENGINE, ServerProcess, scrape
+from ..servers import TEST_ENGINE, ServerProcess, metric, scrape
+from .test_vllm_metric_names import vllm_series
 
 pytestmark = pytest.mark.slow
 
@@ -163,10 +165,28 @@ def test_operational_endpoints(inference: ServerProcess) -> None:
     assert version["engine"] == TEST_ENGINE and version["model"] == "SmolLM2-135M-Instruct"
     assert version["version"]
     metrics = httpx.get(inference.url + "/metrics").text
-    for name in ("llm_requests_total", "llm_time_to_first_token_seconds_bucket", "llm_inter_token_latency_seconds",
-                 "llm_e2e_request_latency_seconds", "llm_num_requests_running", "llm_num_requests_waiting",
-                 "llm_prompt_tokens_total", "llm_generation_tokens_total"):
+    for name in ("llm_requests_total", "llm_engine_info"):
         assert name in metrics, name
+
+
+def test_vllm_series_on_both_engines(inference: ServerProcess, client: openai.OpenAI, model: str) -> None:
+    """vLLM's names (tests/inference/vllm_metric_names.txt) on both engines, each once, labelled with the
+    served model; on the vLLM engine they are vLLM's own (KV-cache usage, preemptions, queue time)."""
+    client.chat.completions.create(model=model, messages=FRANCE, max_tokens=4)
+    text = httpx.get(inference.url + "/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, series in vllm_series().items():
+        if series.engines == "both" or TEST_ENGINE == "vllm":
+            assert name in families, name
+            assert text.count(f"# TYPE {name} ") == 1, name
+            assert families[name].type == series.type, name
+            assert {s.labels["model_name"] for s in families[name].samples} == {model}, name
+    samples = scrape(inference.url)
+    assert metric(samples, "vllm:request_success_total", finished_reason="length") >= 1
+    assert metric(samples, "vllm:time_to_first_token_seconds_count") >= 1
+    assert metric(samples, "vllm:prompt_tokens_total") > 0 and metric(samples, "vllm:generation_tokens_total") > 0
+    if TEST_ENGINE == "vllm":
+        assert 0 <= metric(samples, "vllm:kv_cache_usage_perc") <= 1
 
 
 def test_eight_concurrent_streams_share_decode_steps(inference: ServerProcess, model: str) -> None:
@@ -223,12 +243,12 @@ def test_stream_disconnect_stops_generation(inference: ServerProcess, model: str
     while time.monotonic() < deadline:
         after = scrape(inference.url)
         if after["llm_engine_aborted_total"] > before["llm_engine_aborted_total"] and \
-                after["llm_num_requests_running"] == 0:
+                metric(after, "vllm:num_requests_running") == 0:
             break
         time.sleep(0.1)
     assert after["llm_engine_aborted_total"] == before["llm_engine_aborted_total"] + 1
-    assert after["llm_num_requests_running"] == 0
-    generated = after["llm_generation_tokens_total"] - before["llm_generation_tokens_total"]
+    assert metric(after, "vllm:num_requests_running") == 0
+    generated = metric(after, "vllm:generation_tokens_total") - metric(before, "vllm:generation_tokens_total")
     assert generated < 200, generated
 
 
@@ -244,7 +264,7 @@ def test_non_stream_disconnect_stops_generation(inference: ServerProcess, model:
             break
         time.sleep(0.1)
     assert after["llm_engine_aborted_total"] == before["llm_engine_aborted_total"] + 1
-    assert after["llm_generation_tokens_total"] - before["llm_generation_tokens_total"] < 200
+    assert metric(after, "vllm:generation_tokens_total") - metric(before, "vllm:generation_tokens_total") < 200
 
 
 # ---- errors, every one in the OpenAI envelope -------------------------------------------------
