@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx
@@ -178,7 +179,7 @@ def test_vllm_series_on_both_engines(inference: ServerProcess, client: openai.Op
     for name, series in vllm_series().items():
         if series.engines == "both" or TEST_ENGINE == "vllm":
             assert name in families, name
-            assert text.count(f"# TYPE {name} ") == 1, name
+            assert len(re.findall(rf"^# TYPE {re.escape(name)}(_total)? ", text, re.MULTILINE)) == 1, name
             assert families[name].type == series.type, name
             assert {s.labels["model_name"] for s in families[name].samples} == {model}, name
     samples = scrape(inference.url)
