@@ -107,8 +107,8 @@ def test_third_party_skill_from_its_own_package_answers(emulator, kb_connector) 
     message = send(emulator, app[0], "/define MES", user="joe")
     assert reply_text(emulator, message["conversationId"]) == "**MES**: manufacturing execution system"
     status = send(emulator, app[0], "/test", user="joe")
-    assert "skills: glossary, help, files, reset, status, knowledge_base" in reply_text(emulator,
-                                                                                         status["conversationId"], 2)
+    shown = reply_text(emulator, status["conversationId"], 2)
+    assert "skills: glossary, help, files, reset, status, quota, knowledge_base" in shown
     metrics = httpx.get(proc.url + "/metrics").text
     assert 'connector_skill_results_total{outcome="answer",skill="glossary"} 1.0' in metrics
 
