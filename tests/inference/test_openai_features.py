@@ -10,7 +10,7 @@ import math
 import httpx
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..servers import ServerProcess
 
@@ -23,9 +23,11 @@ WEATHER = [{"type": "function", "function": {
 
 
 class City(BaseModel):
-    name: str
-    country: str
-    population: int
+    """Bounded fields: a 135M model can otherwise run one string to max_tokens (the grammar enforces them)."""
+
+    name: str = Field(max_length=30)
+    country: str = Field(max_length=30)
+    population: int = Field(ge=0, le=100_000_000)
 
 
 @pytest.fixture(scope="module")
