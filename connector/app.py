@@ -19,14 +19,16 @@ import httpx
 from . import __version__
 from .alerts import AlertRelay
 from .audit.writer import AuditWriter
+from .core.capacity import Shedding
 from .core.dispatcher import Dispatcher
 from .core.handler import ChatHandler, HandlerHooks
 from .core.identity import DirectoryCache, identity
-from .core.messages import BUSY, RESTARTING
+from .core.messages import RESTARTING
 from .core.middleware import (
     allowlist,
     chain,
     dedup,
+    dedup_key,
     message_policy,
     rate_limit,
     trailed,
@@ -45,6 +47,7 @@ from .dingtalk.opsgroup import CustomRobotSender, RobotGroupSender
 from .dingtalk.replies import DingTalkReplies, ReplyHooks
 from .dingtalk.transport import StreamTransport
 from .health import serve_health
+from .intake import Intake
 from .metrics import ConnectorMetrics
 from .settings import ConnectorSettings
 from .skills.base import Skill, SkillError, SkillServices
@@ -67,42 +70,6 @@ def notifier(replies: DingTalkReplies, metrics: ConnectorMetrics) -> Notify:
             log.warning("notice to %s not delivered: %s", message.message_id, type(exc).__name__)
 
     return notify
-
-
-class Intake:
-    """What the transport calls right after the ACK: count the message and queue it, or tell the sender the
-    connector is busy (or restarting, once a stop was asked for). A refused message never reaches the pipeline;
-    `on_refused(message, reason)` records it (the audit trail)."""
-
-    def __init__(self, dispatcher: Dispatcher, metrics: ConnectorMetrics, notify: Notify,
-                 on_refused: Callable[[IncomingMessage, str], None] | None = None) -> None:
-        self.dispatcher, self.metrics, self.notify = dispatcher, metrics, notify
-        self.on_refused = on_refused
-        self.stopping = asyncio.Event()
-        self._background: set[asyncio.Task] = set()
-
-    def on_message(self, message: IncomingMessage) -> None:
-        self.metrics.received.labels(message.msgtype).inc()
-        log.debug("received %s (%s) in %s from %s: %s", message.message_id, message.msgtype,
-                  message.conversation_id, message.sender_id, message.text[:200])  # personal data masked (pii)
-        if not self.dispatcher.submit(message):
-            self.metrics.refused.inc()
-            busy = not self.stopping.is_set()
-            if self.on_refused is not None:
-                try:
-                    self.on_refused(message, "busy" if busy else "restarting")
-                except Exception:  # the notice still goes out
-                    log.exception("refused message %s not recorded", message.message_id)
-            self._spawn(self.notify(message, BUSY() if busy else RESTARTING()))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def settle(self) -> None:
-        """Wait for the notices still being sent."""
-        await asyncio.gather(*self._background, return_exceptions=True)
 
 
 @dataclass
@@ -272,9 +239,18 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
         message_policy(s.max_message_chars, notify, {kind for skill in skills for kind in skill.attachments}),
         *([quota_limit(quota, notify, lambda outcome: m.quota.labels(outcome).inc())] if quota is not None else []),
     ], handler)
-    dispatcher = Dispatcher(pipeline, max_in_flight=s.max_in_flight, max_backlog=s.max_backlog)
+    # one message at a time per context (the handler's own key): two askers in a group run side by side
+    dispatcher = Dispatcher(pipeline, max_in_flight=s.max_in_flight, max_backlog=s.max_backlog,
+                            key=handler.context_key)
+
+    async def seen(message: IncomingMessage) -> bool:
+        return await dedup_store.seen(dedup_key(message))
+
     intake = Intake(dispatcher, m, notify, on_refused=None if audit is None else lambda msg, reason: audit.submit(
-        Trail(msg, outcome="refused", reason=reason, finished_mono=time.monotonic())))
+        Trail(msg, outcome="refused", reason=reason, finished_mono=time.monotonic())), sink=replies,
+        shedding=Shedding(s.max_expected_wait_s, dispatcher.rate) if s.max_expected_wait_s else None, seen=seen,
+        refresh_s=s.queue_refresh_s)
+    dispatcher.on_done = intake.on_done
     transport = StreamTransport(
         client_id=s.client_id, client_secret=s.client_secret.get_secret_value(), on_message=intake.on_message,
         heartbeat_interval_s=s.heartbeat_interval_s, reconnect_policy=RetryPolicy.reconnect(s),

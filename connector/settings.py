@@ -74,6 +74,11 @@ class ConnectorSettings(FileSettings):
     # flow control and policy
     max_in_flight: int = Field(32, ge=1)
     max_backlog: int = Field(1000, ge=1)
+    max_expected_wait_s: float = Field(120.0, ge=0, description="answer a new message at once with a polite busy "
+                                       "notice when its expected wait (the work ahead / the measured service rate) "
+                                       "is longer; 0: never")
+    queue_refresh_s: float = Field(2.0, gt=0, description="how often queued messages' cards get their new position "
+                                   "(within a quarter of card_qps)")
     user_rate_limit: int = Field(20, ge=1, description="messages per user per rate window")
     user_rate_window_s: float = Field(60.0, gt=0)
     max_message_chars: int = Field(4000, ge=1)

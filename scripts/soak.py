@@ -8,6 +8,13 @@ lost; memory growth (RSS) of the connector and inference processes; p50/p99 late
 
     python scripts/soak.py --duration 300 --rate 1 --users 20 [--redis redis://127.0.0.1:6379/0]
 Exit status 0 only when nothing was lost or duplicated.
+
+Per message it measures the first feedback (its card, queued or thinking, or a busy reply), the first answer
+token shown and the final answer; messages answered with the busy notice (shedding) are counted apart.
+
+    python scripts/soak.py --find-capacity [--target-p99 5] [--step-duration 60] [--rates 0.25,0.5,1,1.5,2,3]
+ramps the message rate step by step on one running stack (draining between steps) and reports the highest rate
+whose p99 time to first token stays under the target, with the knee plot (docs/benchmarks/capacity-knee.png).
 """
 
 from __future__ import annotations
@@ -34,6 +41,132 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+BUSY_MARK = "预计需要等待约"  # the shedding notice (connector/core/messages.py SHED)
+
+
+def run_load(emulator: str, client_id: str, rate: float, duration: float, users: int, rng: random.Random, *,
+             drop_socket: bool, tag: str = "") -> dict:
+    """Send the mixed load at `rate` for `duration` s, wait for every reply, and measure each message."""
+    sent: dict[str, list[dict]] = {}  # conversation -> messages in order
+    started = time.time()
+    dropped = False
+    redelivered = n = 0
+    group = f"cidSoakGroup{tag}"
+    while time.time() - started < duration:
+        target = started + n / rate
+        time.sleep(max(0.0, target - time.time()))
+        user = f"u{tag}{rng.randrange(users):03d}"
+        kind = rng.random()
+        body: dict = {"user": user, "app": client_id, "text": f"Question {n}: name a colour."}
+        if kind < 0.2:
+            body.update(group=group, at_bot=True)
+        elif kind < 0.25:
+            body["text"] = "/test"
+        elif kind < 0.28:
+            body.update(msgtype="picture", text="")
+        r = httpx.post(emulator + "/sandbox/messages", json=body, timeout=30).json()
+        sent.setdefault(r["conversationId"], []).append({"msgId": r["msgId"], "t": time.time(), **body})
+        n += 1
+        if n % 7 == 0:  # DingTalk redelivers a message it thinks was not ACKed
+            conv = rng.choice(list(sent))
+            httpx.post(emulator + f"/sandbox/pushes/{sent[conv][0]['msgId']}/redeliver", timeout=30)
+            redelivered += 1
+        if drop_socket and not dropped and time.time() - started > duration / 2:
+            httpx.post(emulator + "/sandbox/connections/drop", json={"app": client_id}, timeout=30)
+            dropped = True
+
+    def events(conv: str) -> tuple[list[dict], list[dict]]:
+        cards = httpx.get(emulator + "/sandbox/cards", params={"conversation_id": conv}, timeout=30).json()
+        replies = httpx.get(emulator + "/sandbox/replies", params={"conversation_id": conv}, timeout=30).json()
+        return cards, replies
+
+    def answers(conv: str) -> int:
+        cards, replies = events(conv)
+        return sum(1 for c in cards if c["finalized"]) + len(replies)
+
+    deadline = time.time() + 120 + duration
+    while time.time() < deadline:
+        if all(answers(conv) >= len(msgs) for conv, msgs in sent.items()):
+            break
+        time.sleep(2)
+    time.sleep(3)  # late duplicates would show up now
+    total = sum(len(m) for m in sent.values())
+    duplicated = lost = shed = 0
+    feedback: list[float] = []
+    first_token: dict[str, list[float]] = {"dm": [], "group": []}
+    final: list[float] = []
+    for conv, msgs in sent.items():
+        cards, replies = events(conv)
+        got = sum(1 for c in cards if c["finalized"]) + len(replies)
+        duplicated += max(0, got - len(msgs))
+        lost += max(0, len(msgs) - got)
+        # each message's first sign of life, in order: its card (queued or thinking) or a reply (notice, busy)
+        signs = sorted([("card", c["created"], c) for c in cards] + [("reply", r["time"], r) for r in replies],
+                       key=lambda e: e[1])
+        for message, (what, at, item) in zip(msgs, signs):
+            feedback.append(at - message["t"])
+            if what == "reply" and BUSY_MARK in json.dumps(item["content"], ensure_ascii=False):
+                shed += 1
+            asked = message["text"] != "/test" and message.get("msgtype") != "picture"
+            if what == "card" and asked:
+                if item["firstStreamAt"]:
+                    first_token["group" if message.get("group") else "dm"].append(item["firstStreamAt"] - message["t"])
+                if item["finalizedAt"]:
+                    final.append(item["finalizedAt"] - message["t"])
+    every_token = first_token["dm"] + first_token["group"]
+
+    def pct(values: list[float]) -> dict:
+        return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}
+
+    return {"sent": total, "lost": lost, "duplicated": duplicated, "shed": shed, "redelivered": redelivered,
+            "dropped": dropped, "first_feedback_s": pct(feedback), "first_token_s": pct(every_token),
+            "first_token_dm_s": pct(first_token["dm"]), "first_token_group_s": pct(first_token["group"]),
+            "final_s": pct(final), "max_feedback_s": round(max(feedback, default=0.0), 3)}
+
+
+def find_capacity(args: argparse.Namespace, emulator: str, client_id: str, health: int, rng: random.Random) -> int:
+    """Step through the rates; the capacity is the highest whose p99 time to first token is under the target."""
+    steps = []
+    for n, rate in enumerate(float(r) for r in args.rates.split(",")):
+        stats = run_load(emulator, client_id, rate, args.step_duration, args.users, rng, drop_socket=False,
+                         tag=f"r{n}")
+        steps.append({"rate": rate, **stats})
+        print(json.dumps({"rate": rate, "first_token_s": stats["first_token_s"], "shed": stats["shed"],
+                          "first_feedback_s": stats["first_feedback_s"]}), flush=True)
+    fits = [s["rate"] for s in steps if s["first_token_s"]["n"] and s["first_token_s"]["p99"] <= args.target_p99]
+    capacity = max(fits, default=0.0)
+    result = {"target_p99_s": args.target_p99, "capacity_messages_per_s": capacity, "steps": steps}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    plot_knee(steps, args.target_p99, capacity, args.plot)
+    return 0
+
+
+def plot_knee(steps: list[dict], target: float, capacity: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [s["rate"] for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(rates, [s["first_token_s"]["p99"] for s in steps], "o-", label="p99 first token")
+    ax.plot(rates, [s["first_token_s"]["p50"] for s in steps], "s--", label="p50 first token")
+    ax.plot(rates, [s["first_feedback_s"]["p99"] for s in steps], "^:", label="p99 first feedback")
+    ax.axhline(target, color="red", linewidth=0.8, label=f"target {target:g} s")
+    if capacity:
+        ax.axvline(capacity, color="green", linewidth=0.8, label=f"capacity {capacity:g} msg/s")
+    ax.set_yscale("log")
+    ax.set_xlabel("messages per second")
+    ax.set_ylabel("seconds after the message")
+    ax.set_title("Connector + embedded model: time to first token vs load")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=300)
@@ -44,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-url", default=None, help="an existing inference server (default: start one)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--find-capacity", action="store_true", help="ramp the rate; report the knee")
+    p.add_argument("--rates", default="0.25,0.5,1,1.5,2,3", help="--find-capacity: messages/s per step")
+    p.add_argument("--step-duration", type=float, default=60, help="--find-capacity: seconds per step")
+    p.add_argument("--target-p99", type=float, default=5.0, help="--find-capacity: p99 time to first token, s")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "capacity-knee.png")
+    p.add_argument("--connector-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra connector settings, e.g. CONNECTOR_MAX_EXPECTED_WAIT_S=0")
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     py = sys.executable
@@ -78,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                "CONNECTOR_HEARTBEAT_INTERVAL_S": "5"}
         if args.redis:
             env["CONNECTOR_REDIS_URL"] = args.redis
+        env.update(item.split("=", 1) for item in args.connector_env)
         connector = spawn("connector", [py, "-m", "connector"], env)
         wait_http(f"http://127.0.0.1:{health}/ready", timeout=60)
         time.sleep(2)
@@ -85,78 +226,25 @@ def main(argv: list[str] | None = None) -> int:
         if inference_proc:
             rss_start["inference"] = rss_mib(inference_proc.pid)
 
-        sent: dict[str, list[dict]] = {}  # conversation -> messages in order
-        started = time.time()
-        dropped = False
-        redelivered = 0
-        n = 0
-        while time.time() - started < args.duration:
-            target = started + n / args.rate
-            time.sleep(max(0.0, target - time.time()))
-            user = f"u{rng.randrange(args.users):03d}"
-            kind = rng.random()
-            body: dict = {"user": user, "app": client_id, "text": f"Question {n}: name a colour."}
-            if kind < 0.2:
-                body.update(group="cidSoakGroup", at_bot=True)
-            elif kind < 0.25:
-                body["text"] = "/test"
-            elif kind < 0.28:
-                body.update(msgtype="picture", text="")
-            r = httpx.post(emulator + "/sandbox/messages", json=body, timeout=30).json()
-            sent.setdefault(r["conversationId"], []).append({"msgId": r["msgId"], "t": time.time(), **body})
-            n += 1
-            if n % 7 == 0:  # DingTalk redelivers a message it thinks was not ACKed
-                conv = rng.choice(list(sent))
-                httpx.post(emulator + f"/sandbox/pushes/{sent[conv][0]['msgId']}/redeliver", timeout=30)
-                redelivered += 1
-            if not dropped and time.time() - started > args.duration / 2:
-                httpx.post(emulator + "/sandbox/connections/drop", json={"app": client_id}, timeout=30)
-                dropped = True
-
-        def answers(conv: str) -> int:
-            cards = httpx.get(emulator + "/sandbox/cards", params={"conversation_id": conv}, timeout=30).json()
-            replies = httpx.get(emulator + "/sandbox/replies", params={"conversation_id": conv}, timeout=30).json()
-            return sum(1 for c in cards if c["finalized"]) + len(replies)
-
-        deadline = time.time() + 120 + args.duration
-        while time.time() < deadline:
-            if all(answers(conv) >= len(msgs) for conv, msgs in sent.items()):
-                break
-            time.sleep(2)
+        if args.find_capacity:
+            return find_capacity(args, emulator, client_id, health, rng)
+        stats = run_load(emulator, client_id, args.rate, args.duration, args.users, rng, drop_socket=True)
         time.sleep(3)  # late duplicates would show up now
         rss_end = {"connector": rss_mib(connector.pid)}
         if inference_proc:
             rss_end["inference"] = rss_mib(inference_proc.pid)
-        total = sum(len(m) for m in sent.values())
-        duplicated = lost = 0
-        for conv, msgs in sent.items():
-            got = answers(conv)
-            duplicated += max(0, got - len(msgs))
-            lost += max(0, len(msgs) - got)
-        cards = httpx.get(emulator + "/sandbox/cards", timeout=30).json()
-        first_token, final = [], []
-        by_conv: dict[str, list[dict]] = {}
-        for c in sorted(cards, key=lambda c: c["created"]):
-            by_conv.setdefault(c["conversationId"], []).append(c)
-        for conv, conv_cards in by_conv.items():
-            asked = [m for m in sent.get(conv, []) if m["text"] != "/test" and m.get("msgtype") != "picture"]
-            for message, card in zip(asked, conv_cards):
-                if card["firstStreamAt"]:
-                    first_token.append(card["firstStreamAt"] - message["t"])
-                if card["finalizedAt"]:
-                    final.append(card["finalizedAt"] - message["t"])
+        total, lost, duplicated = stats["sent"], stats["lost"], stats["duplicated"]
         metrics = httpx.get(f"http://127.0.0.1:{health}/metrics", timeout=10).text
         duplicates_ignored = sum(float(line.split()[-1]) for line in metrics.splitlines()
                                  if line.startswith("connector_duplicates_total"))
         result = {
             "duration_s": args.duration, "rate": args.rate, "users": args.users, "sent": total,
             "answered_once": total - lost - duplicated, "duplicated": duplicated, "lost": lost,
-            "redeliveries_injected": redelivered, "redeliveries_ignored": duplicates_ignored,
-            "socket_dropped": dropped,
+            "redeliveries_injected": stats["redelivered"], "redeliveries_ignored": duplicates_ignored,
+            "socket_dropped": stats["dropped"], "shed": stats["shed"],
             "rss_mib": {k: {"start": round(rss_start[k], 1), "end": round(rss_end[k], 1),
                             "growth": round(rss_end[k] - rss_start[k], 1)} for k in rss_start},
-            "first_token_s": {"p50": round(percentile(first_token, 50), 3), "p99": round(percentile(first_token, 99), 3)},
-            "final_s": {"p50": round(percentile(final, 50), 3), "p99": round(percentile(final, 99), 3)},
+            **{k: v for k, v in stats.items() if k.endswith("_s")},
         }
         print(json.dumps(result, indent=2))
         if args.json:

@@ -43,7 +43,7 @@ class Dispatcher:
         self._key = key
         self.max_in_flight = max_in_flight
         self.max_backlog = max_backlog
-        self._on_done = on_done
+        self.on_done = on_done
         self.rate = rate or ServiceRate()
         self._conversations: dict[str, _Conversation] = {}
         self._ring: deque[str] = deque()  # conversations with a ready key, in turn order
@@ -123,9 +123,9 @@ class Dispatcher:
                     del conv.queues[key]
                 if not conv.queues:
                     del self._conversations[conv_id]
-            if self._on_done is not None:
+            if self.on_done is not None:
                 try:
-                    self._on_done(message)
+                    self.on_done(message)
                 except Exception:
                     log.exception("after-message callback failed for %s", message.message_id)
             self._pump()

@@ -71,6 +71,10 @@ def either(zh_items: list[str], en_items: list[str] | None = None) -> Text:
 # notices (the dispatcher, the middlewares)
 RESTARTING = Text("服务正在重启，请稍后重新提问。", "The assistant is restarting; please ask again in a moment.")
 BUSY = Text("当前排队的消息太多，请稍后再试。", "Too many messages are waiting right now; please try again shortly.")
+QUEUED = Text("排队中，前面还有 {ahead} 条", "Queued, {ahead} ahead of you", INLINE)  # the card while waiting
+SHED = Text("当前提问的人很多，预计需要等待约 {wait}，请稍后再试。",
+            "Many people are asking right now: the expected wait is about {wait}. Please try again a little later.")
+ALREADY_HANDLED = Text("这条消息已处理过。", "This message was already handled.")
 USER_NOT_ALLOWED = Text("抱歉，您暂未开通此助手的使用权限，请联系管理员。",
                         "Sorry, this assistant is not enabled for you yet; please contact your administrator.")
 GROUP_NOT_ALLOWED = Text("抱歉，此群暂未开通助手。", "Sorry, the assistant is not enabled in this group.")

@@ -42,11 +42,16 @@ def chain(middlewares: Sequence[Middleware], handler: Callable[[IncomingMessage]
     return run
 
 
+def dedup_key(message: IncomingMessage) -> str:
+    """The key a message is remembered by: data.msgId, stable across redeliveries."""
+    return f"msg:{message.platform}:{message.message_id}"
+
+
 def dedup(store: DedupStore, on_duplicate: Callable[[IncomingMessage], None]) -> Middleware:
     """Exactly one reply per message: data.msgId (stable across redeliveries) and headers.messageId."""
 
     async def middleware(message: IncomingMessage, call_next: Next) -> None:
-        first = await store.first_sighting(f"msg:{message.platform}:{message.message_id}")
+        first = await store.first_sighting(dedup_key(message))
         if message.delivery_id and message.delivery_id != message.message_id:
             first = await store.first_sighting(f"delivery:{message.platform}:{message.delivery_id}") and first
         if not first:

@@ -31,6 +31,14 @@ class TokenBucket:
                     return
                 await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is banked now; never waits (for optional calls, such as queue positions)."""
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
 
 class SlidingWindowLimiter:
     """At most `limit` events per `window_s` per key."""

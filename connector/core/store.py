@@ -30,6 +30,9 @@ class DedupStore(Protocol):
     async def first_sighting(self, key: str) -> bool:
         """True once per key (within the TTL); False for every later sighting."""
 
+    async def seen(self, key: str) -> bool:
+        """Was the key sighted already (within the TTL)? Only looks: a later first_sighting still counts."""
+
 
 class MemoryContextStore:
     def __init__(self, ttl_s: float, max_turns: int, max_keys: int = 10_000) -> None:
@@ -69,6 +72,10 @@ class MemoryDedupStore:
         while len(self._seen) > self.max_keys:
             self._seen.popitem(last=False)
         return True
+
+    async def seen(self, key: str) -> bool:
+        expiry = self._seen.get(key)
+        return expiry is not None and expiry > time.monotonic()
 
 
 class RedisStores:
@@ -160,6 +167,15 @@ class RedisStores:
         self._back()
         await self._fallback_dedup.first_sighting(key)  # remembered locally too, for an outage later
         return bool(first)
+
+    async def seen(self, key: str) -> bool:
+        try:
+            found = await self._redis.exists(f"{self.prefix}:dedup:{key}")
+        except Exception as exc:
+            self._down("dedup", exc)
+            return await self._fallback_dedup.seen(key)
+        self._back()
+        return bool(found)
 
     @property
     def client(self) -> Any:

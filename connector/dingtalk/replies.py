@@ -6,6 +6,11 @@ app-wide card budget, then isFinalize and flowStatus 3 (or isError and 5).
 When cards cannot be used (missing permission, unpublished template, repeated
 QPS / 5xx errors) the answer goes by markdown through the sessionWebhook, or the
 robot send API once the webhook has expired; cards are tried again after a cool-off.
+
+A message that has to wait gets its card at arrival (`acknowledge`), showing "queued, N ahead of you"; the
+position is refreshed within a share of the card budget (`POSITION_SHARE` of `card_qps`: positions are
+optional, answers are not), the card turns to the thinking state when work starts, and the same card then
+streams the answer (or shows a notice sent with `send_text`).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..core.messages import REPLY_INTERRUPTED, REPLY_TITLE
+from ..core.messages import ALREADY_HANDLED, QUEUED, REPLY_INTERRUPTED, REPLY_TITLE
+from ..core.ratelimit import TokenBucket
 from ..settings import ConnectorSettings
 from ..types import IncomingMessage
 from .markdown import for_dingtalk, split_markdown
@@ -28,6 +35,7 @@ from .openapi import DingTalkAPI, DingTalkAPIError
 log = logging.getLogger("connector.dingtalk.replies")
 
 CARD_FAILURES_BEFORE_FALLBACK = 3
+POSITION_SHARE = 0.25  # of the app-wide card budget, at most, for refreshing queue positions
 
 
 @dataclass
@@ -64,11 +72,42 @@ class DingTalkReplies:
         self.api, self.settings = api, settings
         self.hooks = hooks or ReplyHooks()
         self.cards = CardAvailability(settings.card_cooloff_s)
+        self.positions = TokenBucket(rate=settings.card_qps * POSITION_SHARE, capacity=1.0)
+        self.queued: dict[str, CardReply] = {}  # acknowledged messages' cards, until their reply takes them
+        self._background: set[asyncio.Task] = set()
+
+    @staticmethod
+    def _queued_key(message: IncomingMessage) -> str:
+        return message.delivery_id or message.message_id
+
+    def acknowledge(self, message: IncomingMessage, ahead: int) -> CardReply | None:
+        """A card saying the message is queued, created now; None while cards cannot be used (no permission:
+        the answer comes by markdown later, as without a queue)."""
+        key = self._queued_key(message)
+        if not self.cards.usable() or key in self.queued:
+            return None
+        reply = self.queued[key] = CardReply(self, message)
+        reply.queue(ahead)
+        return reply
+
+    def release(self, message: IncomingMessage) -> None:
+        reply = self.queued.pop(self._queued_key(message), None)
+        if reply is not None:
+            self._spawn(reply.finish(ALREADY_HANDLED()))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def stream_reply(self, message: IncomingMessage) -> CardReply:
-        return CardReply(self, message)
+        return self.queued.pop(self._queued_key(message), None) or CardReply(self, message)
 
     async def send_text(self, message: IncomingMessage, markdown: str, title: str = "") -> None:
+        reply = self.queued.pop(self._queued_key(message), None)
+        if reply is not None and await reply.created():
+            await reply.finish(markdown)  # the queued card shows the notice or the command's answer
+            return
         await self.send_markdown(message, markdown, title)
 
     async def send_markdown(self, message: IncomingMessage, text: str, title: str = "") -> str:
@@ -124,18 +163,62 @@ class CardReply:
         self._degraded = False
         self._first_token_reported = False
         self.done = False
+        self._creating: asyncio.Task | None = None  # the queued card being created
+        self._position: int | None = None  # the queue position shown; None once work started
+        self._content_lock = asyncio.Lock()
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled
 
+    def queue(self, ahead: int) -> None:
+        """Create the card now, showing the queue position (DingTalkReplies.acknowledge)."""
+        self._position = ahead
+        self._creating = asyncio.create_task(self._create(QUEUED(ahead=ahead)))
+
+    async def created(self) -> bool:
+        """Wait for the queued card's creation; True if there is a card."""
+        if self._creating is not None:
+            await asyncio.gather(self._creating, return_exceptions=True)
+        return self.card
+
+    def show_position(self, ahead: int) -> bool:
+        if not self.card or self._position is None or self.done or ahead == self._position:
+            return False
+        if not self.owner.positions.try_acquire():
+            return False
+        self._position = ahead
+        self.owner._spawn(self._set_content(QUEUED(ahead=ahead), queued=True))
+        return True
+
+    async def _set_content(self, content: str, *, queued: bool = False) -> None:
+        """The card's text outside streaming: the queue position, then empty (thinking) when work starts."""
+        async with self._content_lock:
+            if queued and self._position is None or self.done:
+                return  # work started meanwhile: the position is stale
+            try:
+                await self.owner.api.call("PUT", "/v1.0/card/instances", {
+                    "outTrackId": self.out_track_id,
+                    "cardData": {"cardParamMap": {"flowStatus": "1", self.settings.card_content_key: content}},
+                    "cardUpdateOptions": {"updateCardDataByKey": True}})
+            except DingTalkAPIError as exc:
+                self.owner.hooks.on_error(f"card_{exc.kind}")
+
     async def start(self) -> None:
+        if self._creating is not None:
+            self._position = None
+            if await self.created():
+                await self._set_content("")  # work starts: from "queued" to the thinking state
+                return
+        await self._create("")
+
+    async def _create(self, content: str) -> None:
         if not self.owner.cards.usable():
             return
         msg = self.message
         body = {
             "cardTemplateId": self.settings.card_template_id, "outTrackId": self.out_track_id,
-            "cardData": {"cardParamMap": {"flowStatus": "1", self.settings.card_content_key: ""}},
+            "cardData": {"cardParamMap": {"flowStatus": "1", self.settings.card_content_key: content}},
             "callbackType": "STREAM", "userIdType": 1,
             "imGroupOpenSpaceModel": {"supportForward": True}, "imRobotOpenSpaceModel": {"supportForward": True},
         }

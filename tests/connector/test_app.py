@@ -47,6 +47,9 @@ class FullDispatcher:
     def submit(self, message: IncomingMessage) -> bool:
         return False
 
+    def pending(self, message_id: str) -> bool:
+        return False
+
 
 def test_a_refused_message_gets_busy_then_restarting_once_stopping() -> None:
     message = IncomingMessage(platform="test", message_id="m", delivery_id="d", conversation_id="c",

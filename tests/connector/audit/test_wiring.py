@@ -36,6 +36,9 @@ class FullDispatcher:
     def submit(self, message) -> bool:
         return False
 
+    def pending(self, message_id: str) -> bool:
+        return False
+
 
 def test_a_message_refused_at_intake_is_recorded(tmp_path) -> None:
     """build_app's own intake: the backlog is full (a seam), the message never reaches the pipeline."""

@@ -30,7 +30,8 @@ def settings_values(settings: ConnectorSettings) -> dict[str, object]:
             "what": messages.QUOTA_MESSAGES.bind(count=settings.quota_user_messages_per_day or 50),
             "reset": f"00:00 ({settings.quota_timezone})", "department": "42",
             "files": messages.TEXT_ONLY_FILES, "name": "report.pdf", "size": messages.FILES_PAGES.bind(count=2, s="s"),
-            "types": ".pdf, .docx, .txt, .md", "reason": messages.FILES_NO_TEXT}
+            "types": ".pdf, .docx, .txt, .md", "reason": messages.FILES_NO_TEXT,
+            "ahead": 3, "wait": duration(settings.max_expected_wait_s)}
 
 
 def test_there_is_a_catalogue() -> None:
