@@ -81,3 +81,24 @@ def parse_hermes(text: str) -> ParsedToolCalls:
 
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
+
+
+class TokenizerMethods:
+    """The Engine protocol's tokenizer methods over a Hugging Face tokenizer in `self._tokenizer` (the event
+    loop's instance), shared by both engines: chat prompts through the template, plain text, ids -> text."""
+
+    _tokenizer: Any
+
+    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True,
+                      tools: Sequence[dict] | None = None) -> list[int]:
+        text = render_chat(self._tokenizer, turns, add_generation_prompt, tools)
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return list(self._tokenizer(text)["input_ids"])
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids)))
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [str(t) for t in self._tokenizer.convert_ids_to_tokens(list(token_ids))]

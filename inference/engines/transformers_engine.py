@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from ..settings import InferenceSettings
-from ..types import (ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls,
-                     StructuredOutput, TokenLogprob)
+from ..types import (EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls, StructuredOutput,
+                     TokenLogprob)
 from .batch import DecodeBatch, left_padded
-from .chat_template import parse_hermes, render_chat
+from .chat_template import TokenizerMethods, parse_hermes
 from .detokenizer import IncrementalDetokenizer
 from .errors import EngineNotRunning, GenerationFailed, PromptEmpty
 from .loading import load_transformers, unloaded_info
@@ -57,7 +57,7 @@ class _Sequence:
         return len(self.request.prompt_token_ids)
 
 
-class TransformersEngine:
+class TransformersEngine(TokenizerMethods):
     def __init__(self, settings: InferenceSettings) -> None:
         self._settings = settings
         self._model: Any = None
@@ -130,20 +130,6 @@ class TransformersEngine:
 
     async def health(self) -> bool:
         return self.stats().alive
-
-    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True,
-                      tools: Sequence[dict] | None = None) -> list[int]:
-        text = render_chat(self._tokenizer, turns, add_generation_prompt, tools)
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def tokenize_text(self, text: str) -> list[int]:
-        return list(self._tokenizer(text)["input_ids"])
-
-    def detokenize(self, token_ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(token_ids)))
-
-    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        return [str(t) for t in self._tokenizer.convert_ids_to_tokens(list(token_ids))]
 
     def parse_tool_calls(self, text: str) -> ParsedToolCalls:
         return parse_hermes(text)

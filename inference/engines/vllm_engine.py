@@ -21,16 +21,16 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..gpu import GpuInfo, first_gpu
 from ..memory_plan import (GIB, MIN_VRAM_BYTES, describe_alternative, method_of, plan_for, read_config,
                            shape_from_config)
 from ..settings import InferenceSettings
-from ..types import (ChatTurn, EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls,
-                     StructuredOutput, TokenLogprob, ToolCall)
-from .chat_template import render_chat
+from ..types import (EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls, StructuredOutput,
+                     TokenLogprob, ToolCall)
+from .chat_template import TokenizerMethods
 from .errors import EngineNotRunning, GenerationFailed, StartupError
 from .loading import (DtypeChoice, choose_device, choose_dtype, cpu_as_torch_sees_it, folder_quantization,
                       unloaded_info)
@@ -83,7 +83,7 @@ def engine_arguments(settings: InferenceSettings, gpu: GpuInfo | None,
     return args
 
 
-class VLLMEngine:
+class VLLMEngine(TokenizerMethods):
     def __init__(self, settings: InferenceSettings) -> None:
         self._settings = settings
         self._engine: Any = None
@@ -151,20 +151,6 @@ class VLLMEngine:
             return True
         except Exception:
             return False
-
-    def tokenize_chat(self, turns: Sequence[ChatTurn], add_generation_prompt: bool = True,
-                      tools: Sequence[dict] | None = None) -> list[int]:
-        text = render_chat(self._tokenizer, turns, add_generation_prompt, tools)
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def tokenize_text(self, text: str) -> list[int]:
-        return list(self._tokenizer(text)["input_ids"])
-
-    def detokenize(self, token_ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(token_ids)))
-
-    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        return [str(t) for t in self._tokenizer.convert_ids_to_tokens(list(token_ids))]
 
     def check_structured(self, spec: StructuredOutput) -> None:
         validate(spec)

@@ -15,7 +15,7 @@ from ..protocol import ChatCompletionRequest, ChatCompletionResponse, chunk_payl
 from ..types import SamplingParams, TokenLogprob
 from .base import OpenAIServing, new_id
 from .logprobs import chat_logprobs, chat_request_logprobs
-from .streams import sse
+from .streams import collect, sse
 from .tools import ToolPlan, chat_turns, constraint, plan_tools, tool_calls, wire_calls
 
 __all__ = ["ServingChat", "chat_turns"]
@@ -48,17 +48,8 @@ class ServingChat(OpenAIServing):
 
     async def _complete(self, request_id: str, model: str, prompt: tuple[int, ...],
                         params: list[SamplingParams], plan: ToolPlan) -> dict:
-        texts = [""] * len(params)
-        reasons: list[str | None] = [None] * len(params)
-        logprobs: list[list[TokenLogprob]] = [[] for _ in params]
-        completion = 0
-        async with aclosing(self.run_choices(request_id, prompt, params)) as deltas:
-            async for index, delta in deltas:
-                texts[index] += delta.text
-                logprobs[index].extend(delta.logprobs)
-                if delta.finish_reason is not None:
-                    reasons[index] = delta.finish_reason
-                    completion += delta.completion_tokens
+        got = await collect(self.run_choices(request_id, prompt, params), [""] * len(params))
+        texts, reasons, logprobs, completion = got.texts, got.reasons, got.logprobs, got.completion_tokens
         choices = []
         for i, (text, reason) in enumerate(zip(texts, reasons)):
             message, finish = self._finish(plan, text, reason)

@@ -11,10 +11,9 @@ from starlette.responses import Response
 
 from ..errors import InvalidRequest
 from ..protocol import CompletionRequest, CompletionResponse, chunk_payload
-from ..types import TokenLogprob
 from .base import OpenAIServing, new_id
 from .logprobs import completion_logprobs
-from .streams import merge_indexed, sse
+from .streams import collect, merge_indexed, sse
 from .tools import structured_of
 
 
@@ -73,17 +72,8 @@ class ServingCompletion(OpenAIServing):
 
     async def _complete(self, request_id: str, model: str, plans: list, echo: bool) -> dict:
         echoes = [text if echo else "" for ids, text, params in plans for _ in params]
-        texts = list(echoes)
-        reasons: list[str | None] = [None] * len(texts)
-        logprobs: list[list[TokenLogprob]] = [[] for _ in texts]
-        completion = 0
-        async with aclosing(self._all_choices(request_id, plans)) as deltas:
-            async for index, delta in deltas:
-                texts[index] += delta.text
-                logprobs[index].extend(delta.logprobs)
-                if delta.finish_reason is not None:
-                    reasons[index] = delta.finish_reason
-                    completion += delta.completion_tokens
+        got = await collect(self._all_choices(request_id, plans), echoes)
+        texts, reasons, logprobs, completion = got.texts, got.reasons, got.logprobs, got.completion_tokens
         prompt_tokens = sum(len(ids) for ids, _, _ in plans)
         wanted = req_logprobs(plans)
         return CompletionResponse.model_validate({

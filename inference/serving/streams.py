@@ -7,9 +7,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+
+from ..types import GenerationDelta, TokenLogprob
 
 T = TypeVar("T")
 log = logging.getLogger("inference.serving")
@@ -101,3 +104,27 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         if not task.done():
             task.cancel()
+
+
+@dataclass
+class Collected:
+    """Every choice of a non-streamed request, gathered from its indexed deltas."""
+
+    texts: list[str]
+    reasons: list[str | None]
+    logprobs: list[list[TokenLogprob]]
+    completion_tokens: int = 0
+
+
+async def collect(deltas: AsyncIterator[tuple[int, GenerationDelta]], texts: list[str]) -> Collected:
+    """Append each choice's deltas to its starting text (the echo, or ""), until every choice has finished;
+    closes `deltas` (the engine stops generating) whatever happens."""
+    got = Collected(list(texts), [None] * len(texts), [[] for _ in texts])
+    async with aclosing(deltas) as stream:
+        async for index, delta in stream:
+            got.texts[index] += delta.text
+            got.logprobs[index].extend(delta.logprobs)
+            if delta.finish_reason is not None:
+                got.reasons[index] = delta.finish_reason
+                got.completion_tokens += delta.completion_tokens
+    return got
