@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 
 def _unicode(value: str) -> str:
@@ -105,6 +112,21 @@ class NamedToolChoice(_Wire):
     function: NamedFunction
 
 
+class LoopGuardOptions(_Wire):
+    """Extension: stop a choice (finish_reason "stop") once the same block of `ngram` words has come `repeats`
+    times (serving/loop_guard.py); `true` takes these defaults."""
+
+    ngram: int = Field(default=8, ge=2, le=64)
+    repeats: int = Field(default=3, ge=2, le=100)
+
+
+def _guard_switch(value: Any) -> Any:
+    """`loop_guard: true` takes the defaults, `false` turns it off."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
 class _SamplingFields(_Wire):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -121,6 +143,8 @@ class _SamplingFields(_Wire):
     user: str | None = Field(default=None, max_length=256)
     ignore_eos: bool = Field(default=False, description="extension: keep generating past EOS (benchmarks)")
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0, description="extension (vLLM's)")
+    loop_guard: Annotated[LoopGuardOptions | None, BeforeValidator(_guard_switch)] = Field(
+        default=None, description="extension: stop a looping output; true: the default block and repeats")
     response_format: ResponseFormat | None = None
 
     def stop_list(self) -> tuple[str, ...]:

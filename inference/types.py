@@ -53,6 +53,14 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopGuardParams:
+    """The loop guard (serving/loop_guard.py): stop once the same `ngram` words have come `repeats` times."""
+
+    ngram: int = 8
+    repeats: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
@@ -66,6 +74,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logprobs: int | None = None  # None: none; k >= 0: the sampled token's and the k most likely
     structured: StructuredOutput | None = None
+    loop_guard: LoopGuardParams | None = None  # applied by the serving layer, the same on every engine
 
     @property
     def greedy(self) -> bool:

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -24,10 +25,18 @@ from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, NotRe
 from ..metrics import Metrics
 from ..protocol import _SamplingFields
 from ..settings import InferenceSettings
-from ..types import ChatTurn, GenerationDelta, GenerationRequest, SamplingParams, StructuredOutput
+from ..types import (
+    ChatTurn,
+    GenerationDelta,
+    GenerationRequest,
+    LoopGuardParams,
+    SamplingParams,
+    StructuredOutput,
+)
 from .admission import AdmissionController, Slot
 from .drain import Drain
 from .errors import engine_errors
+from .loop_guard import LoopGuard
 from .streams import guarded_sse, merge_indexed, unless_disconnected
 
 T = TypeVar("T")
@@ -121,6 +130,7 @@ class OpenAIServing:
             raise InvalidRequest(f"n={req.n} exceeds this server's max_num_seqs={self.settings.max_num_seqs}.",
                                  param="n")
         defaults = self.defaults
+        guard = req.loop_guard
         top_k = req.top_k if req.top_k is not None else int(defaults.get("top_k", 0))
         base = SamplingParams(
             max_tokens=max_tokens,
@@ -136,6 +146,7 @@ class OpenAIServing:
             presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty,
             ignore_eos=req.ignore_eos,
+            loop_guard=LoopGuardParams(guard.ngram, guard.repeats) if guard else None,
         )
         if req.n == 1:
             return [base]
@@ -148,8 +159,8 @@ class OpenAIServing:
         """Deltas of every choice as (choice index, delta), with the request's metrics recorded."""
         self.metrics.prompt_tokens.inc(len(prompt))
         clocks = [RequestClock() for _ in params]
-        iterators = [self.engine.generate(GenerationRequest(f"{request_id}-{i}", prompt, p))
-                     for i, p in enumerate(params)]
+        iterators = [self.engine.generate(GenerationRequest(f"{request_id}-{i}", prompt, p)) for i, p in enumerate(params)]
+        iterators = [guarded(it, p.loop_guard) if p.loop_guard else it for it, p in zip(iterators, params)]
         with engine_errors():
             async for index, delta in merge_indexed(iterators):
                 self._observe(clocks[index], delta)
@@ -187,6 +198,18 @@ class OpenAIServing:
         if delta.finish_reason is not None:
             self.metrics.finish(delta.finish_reason, e2e=now - clock.arrival, decode=now - clock.first,
                                 prompt_tokens=delta.prompt_tokens, generation_tokens=delta.completion_tokens)
+
+
+async def guarded(deltas: AsyncIterator[GenerationDelta], guard: LoopGuardParams) -> AsyncIterator[GenerationDelta]:
+    """The engine's deltas under a loop guard: the delta that trips it is the last (finish_reason "stop"), and
+    the engine's iterator is closed (here, or when this one is closed), which cancels the generation."""
+    watch = LoopGuard(guard)
+    async with aclosing(deltas) as inner:  # type: ignore[type-var]
+        async for delta in inner:
+            if delta.finish_reason is None and watch.feed(delta.text):
+                yield replace(delta, finish_reason="stop")
+                return
+            yield delta
 
 
 def new_id(prefix: str) -> str:
