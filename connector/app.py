@@ -192,7 +192,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
                         temperature=s.temperature, max_tokens=s.max_tokens, timeout_s=s.model_timeout_s,
                         connect_timeout_s=s.model_connect_timeout_s, retry=retry,
                         minter=TokenMinter(s.model_jwt_secret.get_secret_value(), ttl_s=s.model_token_ttl_s)
-                        if s.model_jwt_secret else None)
+                        if s.model_jwt_secret else None, extra_body=s.model_extra_body())
     api = DingTalkAPI(endpoint=s.openapi_endpoint, client_id=s.client_id,
                       client_secret=s.client_secret.get_secret_value(), http=http, card_qps=s.card_qps,
                       retry=retry, on_call=lambda api, outcome: m.api_calls.labels(api, outcome).inc())

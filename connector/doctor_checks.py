@@ -174,7 +174,7 @@ async def check_model(settings: ConnectorSettings) -> list[Check]:
                         temperature=s.temperature, max_tokens=s.max_tokens, timeout_s=s.model_timeout_s,
                         connect_timeout_s=s.model_connect_timeout_s, retry=single_try(),
                         minter=TokenMinter(s.model_jwt_secret.get_secret_value(), ttl_s=s.model_token_ttl_s)
-                        if s.model_jwt_secret else None)
+                        if s.model_jwt_secret else None, extra_body=s.model_extra_body())
     try:
         ready = await _ready(http, model.root_url, s.model_connect_timeout_s)
         if ready.status == "fail" and "not answering" in ready.detail:

@@ -58,6 +58,10 @@ class ConnectorSettings(FileSettings):
                                                             "host (a private network you trust)")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(512, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=2, description="sent to the model server (vLLM's "
+                                             "extension, ours too); none: the server's default")
+    loop_guard: bool = Field(False, description="ask the model server to stop an answer that keeps repeating the "
+                                                "same words (our extension: loop_guard)")
     model_timeout_s: float = Field(120.0, gt=0)
     model_connect_timeout_s: float = Field(5.0, gt=0)
     system_prompt: str = Field("", description="empty: the model's own default (its chat template's)")
@@ -164,6 +168,15 @@ class ConnectorSettings(FileSettings):
         if self.alerts_conversation_id and self.alerts_webhook_url:
             raise ValueError("set either alerts_conversation_id or alerts_webhook_url, not both")
         return self
+
+    def model_extra_body(self) -> dict[str, Any]:
+        """The sampling extensions sent with every chat request (the OpenAI client's extra_body)."""
+        body: dict[str, Any] = {}
+        if self.repetition_penalty is not None:
+            body["repetition_penalty"] = self.repetition_penalty
+        if self.loop_guard:
+            body["loop_guard"] = True
+        return body
 
     @property
     def has_credentials(self) -> bool:

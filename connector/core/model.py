@@ -49,7 +49,8 @@ class TokenMinter:
 class ModelClient:
     def __init__(self, base_url: str, api_key: str, http: httpx.AsyncClient, *, model: str | None,
                  temperature: float, max_tokens: int, timeout_s: float, connect_timeout_s: float,
-                 retry: RetryPolicy, minter: TokenMinter | None = None) -> None:
+                 retry: RetryPolicy, minter: TokenMinter | None = None, extra_body: dict[str, Any] | None = None
+                 ) -> None:
         self.base_url = base_url.rstrip("/")
         self.root_url = self.base_url.removesuffix("/v1")
         self._http = http
@@ -61,6 +62,7 @@ class ModelClient:
         self.temperature, self.max_tokens = temperature, max_tokens
         self._api_key, self._minter = api_key, minter
         self.retry = retry
+        self.extra_body = dict(extra_body or {})  # sampling extensions (repetition_penalty, loop_guard)
 
     def _credential(self) -> str:
         return self._minter.token() if self._minter is not None else self._api_key
@@ -119,7 +121,8 @@ class ModelClient:
             try:
                 return await self._api().chat.completions.create(
                     model=model, messages=messages, stream=True, temperature=self.temperature,  # type: ignore[arg-type]
-                    max_tokens=max_tokens or self.max_tokens, stream_options={"include_usage": True})
+                    max_tokens=max_tokens or self.max_tokens, stream_options={"include_usage": True},
+                    extra_body=self.extra_body or None)
             except openai.OpenAIError as exc:
                 raise model_error(exc) from exc
 
