@@ -4,7 +4,9 @@
 Mixed load for --duration seconds: DMs and group messages from --users users at --rate messages/s,
 some /test commands, pictures, redeliveries of already-answered messages, and one dropped Stream
 socket half-way. Then it waits for every reply and reports: sent, answered exactly once, duplicated,
-lost; memory growth (RSS) of the connector and inference processes; p50/p99 latencies.
+lost; memory (RSS) of the connector and inference processes sampled every --rss-every seconds (the curve
+with --rss-plot PATH.png); p50/p99 latencies, and the connector's own processing time (received -> first
+card call, from its histogram) apart from queueing.
 
     python scripts/soak.py --duration 300 --rate 1 --users 20 [--redis redis://127.0.0.1:6379/0]
 Exit status 0 only when nothing was lost or duplicated.
@@ -30,15 +32,9 @@ from pathlib import Path
 
 import httpx
 from _common import free_port, percentile, wait_http
+from _soak_rss import RssSampler, histogram_quantile, rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 BUSY_MARK = "预计需要等待约"  # the shedding notice (connector/core/messages.py SHED)
@@ -176,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis", default=None, help="a Redis URL for the connector (default: in-process store)")
     p.add_argument("--model-url", default=None, help="an existing inference server (default: start one)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--rss-every", type=float, default=10.0, help="seconds between RSS samples")
+    p.add_argument("--rss-plot", type=Path, default=None, help="write the RSS curve here (PNG)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--find-capacity", action="store_true", help="ramp the rate; report the knee")
     p.add_argument("--rates", default="0.25,0.5,1,1.5,2,3", help="--find-capacity: messages/s per step")
@@ -228,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.find_capacity:
             return find_capacity(args, emulator, client_id, health, rng)
-        stats = run_load(emulator, client_id, args.rate, args.duration, args.users, rng, drop_socket=True)
-        time.sleep(3)  # late duplicates would show up now
+        pids = {"connector": connector.pid, **({"inference": inference_proc.pid} if inference_proc else {})}
+        with RssSampler(pids, args.rss_every) as sampler:
+            stats = run_load(emulator, client_id, args.rate, args.duration, args.users, rng, drop_socket=True)
+            time.sleep(3)  # late duplicates would show up now
+        if args.rss_plot:
+            sampler.plot(args.rss_plot, f"Soak: {args.duration / 60:g} min at {args.rate:g} msg/s, {args.users} users")
         rss_end = {"connector": rss_mib(connector.pid)}
         if inference_proc:
             rss_end["inference"] = rss_mib(inference_proc.pid)
@@ -244,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             "socket_dropped": stats["dropped"], "shed": stats["shed"],
             "rss_mib": {k: {"start": round(rss_start[k], 1), "end": round(rss_end[k], 1),
                             "growth": round(rss_end[k] - rss_start[k], 1)} for k in rss_start},
+            "rss_curve_mib": sampler.summary(), "rss_samples": len(sampler.samples),
+            # the connector's own work, apart from queueing in busy conversations (the seeds: P99 < 500 ms)
+            "connector_received_to_first_card_call_p99_s": histogram_quantile(
+                metrics, "connector_message_to_first_card_call_seconds", 0.99),
             **{k: v for k, v in stats.items() if k.endswith("_s")},
         }
         print(json.dumps(result, indent=2))
