@@ -21,6 +21,21 @@ from _common import wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The connector's settings for the embedded 135M model, chosen by measurement on the demo's questions
+# (tests/demo/questions.toml, scripts/score_demo.py; docs/skills.md "The demo's answers"). A real model
+# (INFERENCE_MODEL_PATH set) keeps the connector's own defaults.
+EMBEDDED_MODEL_SETTINGS = {
+    "CONNECTOR_TEMPERATURE": "0.2",  # the 135M demo model wanders at 0.7
+}
+
+
+def demo_knowledge_base() -> str:
+    """CONNECTOR_PLUGINS for the demo: the knowledge base on the sample documents."""
+    from connector.skills.knowledge_base import SAMPLES
+
+    return json.dumps({"knowledge_base": {"enabled": True, "folder": str(SAMPLES),
+                                          "index_dir": str(ROOT / ".cache" / "kb-index-demo")}})
+
 
 def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
     try:
@@ -41,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     port = int(env.get("INFERENCE_PORT", "8000"))
     env.setdefault("CONNECTOR_MODEL_BASE_URL", f"http://{host}:{port}/v1")
     if "INFERENCE_MODEL_PATH" not in env:
-        env.setdefault("CONNECTOR_TEMPERATURE", "0.2")  # the 135M demo model wanders at 0.7
+        for key, value in EMBEDDED_MODEL_SETTINGS.items():
+            env.setdefault(key, value)
     if env.get("INFERENCE_API_KEY"):
         env.setdefault("CONNECTOR_MODEL_API_KEY", env["INFERENCE_API_KEY"])
     children: list[tuple[str, subprocess.Popen]] = []
@@ -79,11 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                    CONNECTOR_OPENAPI_ENDPOINT=f"http://127.0.0.1:{emulator_port}")
         page = f"http://127.0.0.1:{emulator_port}/"
         from connector.config_file import config_path
-        from connector.skills.knowledge_base import SAMPLES
 
         if config_path() is None and "CONNECTOR_PLUGINS" not in env:  # the demo answers from the sample documents
-            env["CONNECTOR_PLUGINS"] = json.dumps({"knowledge_base": {
-                "enabled": True, "folder": str(SAMPLES), "index_dir": str(ROOT / ".cache" / "kb-index-demo")}})
+            env["CONNECTOR_PLUGINS"] = demo_knowledge_base()
             kb_demo = True
     wait_ready(f"http://{host}:{port}/ready", inference, "the inference server")
     start("connector", ["-m", "connector"])
