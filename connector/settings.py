@@ -72,6 +72,9 @@ class ConnectorSettings(FileSettings):
     context_ttl_s: int = Field(1800, ge=1)
     context_max_turns: int = Field(40, ge=2)
     context_window: int | None = Field(None, ge=64, description="default: the model's max_model_len")
+    context_turns_with_documents: int | None = Field(
+        None, ge=0, description="history turns sent with the question when skills add documents (a small model "
+                                "otherwise repeats an earlier answer); none: as many as fit")
     group_context_per_sender: bool = True
     dedup_ttl_s: int = Field(86400, ge=60)
 

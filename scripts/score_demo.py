@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", action="store_true", help="print every answer")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per answer")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the servers are stopped on the way out
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")

@@ -60,7 +60,7 @@ def citations(passages: Sequence[Passage]) -> str:
 class ChatHandler:
     def __init__(self, *, services: SkillServices, store: ContextStore, sink: ReplySink, skills: Sequence[Skill],
                  system_prompt: str, max_tokens: int, context_window: int | None, group_context_per_sender: bool,
-                 hooks: HandlerHooks | None = None) -> None:
+                 hooks: HandlerHooks | None = None, turns_with_documents: int | None = None) -> None:
         self.services, self.store, self.sink = services, store, sink
         self.model = services.model
         self.skills = list(skills)
@@ -69,6 +69,7 @@ class ChatHandler:
         self._window = context_window
         self.group_context_per_sender = group_context_per_sender
         self.hooks = hooks or HandlerHooks()
+        self.turns_with_documents = turns_with_documents  # history kept when passages come with the question
 
     def context_key(self, message: IncomingMessage) -> str:
         if message.conversation_kind == "group" and self.group_context_per_sender:
@@ -122,6 +123,8 @@ class ChatHandler:
         budget = await self._budget(max_tokens or self.max_tokens)
         turns = list(history)
         passages = [p for a in augments for p in a.passages]
+        if passages and self.turns_with_documents is not None:
+            turns = turns[-self.turns_with_documents:] if self.turns_with_documents else []
         while True:
             system = "\n\n".join(x for x in (self.system_prompt, render_context(augments, passages)) if x)
             messages = [{"role": "system", "content": system}] if system else []

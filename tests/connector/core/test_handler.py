@@ -184,3 +184,21 @@ async def test_a_skills_note_is_shown_after_the_sources_never_given_to_the_model
     assert final.endswith("Canteen opens at 7.”\n2. `menu.txt`\n\nSome restricted documents were left out.")
     assert all("restricted" not in m["content"] for m in model.calls[-1][0])
     assert trail.denied == ["finance/budget.md"]
+
+
+async def test_history_sent_with_documents_is_limited_by_turns_with_documents() -> None:
+    history = [Turn("user", "What should I check?"), Turn("assistant", "Check the gauge."),
+               Turn("user", "And then?"), Turn("assistant", "Call 4471.")]
+    for limit, kept in ((None, 4), (2, 2), (0, 0)):
+        handler, model, store, _ = make([Lookup(SkillConfig())])
+        handler.turns_with_documents = limit
+        await store.append("test:c1", history)
+        await handler(msg("出差住宿标准是多少？"))
+        messages, _ = model.calls[-1]
+        assert [m["content"] for m in messages[1:-1]] == [t.content for t in history[len(history) - kept:]]
+        assert "Press HP-400" in messages[0]["content"] and messages[-1]["content"] == "出差住宿标准是多少？"
+    handler, model, store, _ = make([])  # no documents: the whole history, whatever the limit
+    handler.turns_with_documents = 0
+    await store.append("test:c1", history)
+    await handler(msg("Hello"))
+    assert len(model.calls[-1][0]) == len(history) + 1
