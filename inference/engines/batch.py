@@ -4,6 +4,11 @@ Every row shares one cache length T (left padding, masked out). A new group of
 prefilled sequences is merged by padding whichever side is shorter on the left;
 a finished row is dropped with an index select; columns that became padding in
 every row are trimmed, so the cache never grows past the longest live sequence.
+
+Between joins and leaves the cache grows in place: each layer's keys and values live in a buffer with
+room for `SLACK` more columns (`SlackLayer`), and a decode step writes its column there instead of
+concatenating a new tensor (transformers' DynamicLayer copies the whole cache every step, which the
+decode step profile showed as 13 % of a step at batch 8; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -12,6 +17,43 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
+
+SLACK = 64  # columns of room a buffer is given (and grown by, at least) beyond what it holds
+
+
+class SlackLayer(DynamicLayer):
+    """A DynamicLayer whose keys / values [B, H, T, D] are views of buffers with room to grow along T."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._k, self._v = self._room(keys), self._room(values)
+        self.keys, self.values = self._k[:, :, :keys.shape[2]], self._v[:, :, :values.shape[2]]
+
+    @staticmethod
+    def _room(t: torch.Tensor, extra: int = SLACK) -> torch.Tensor:
+        b, h, n, d = t.shape
+        buf = t.new_empty((b, h, n + max(extra, SLACK, n // 4), d))
+        buf[:, :, :n].copy_(t)
+        return buf
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, add = self.keys.shape[2], key_states.shape[2]
+        if n + add > self._k.shape[2]:
+            self._k, self._v = self._room(self.keys, add), self._room(self.values, add)
+        self._k[:, :, n:n + add].copy_(key_states)
+        self._v[:, :, n:n + add].copy_(value_states)
+        self.keys, self.values = self._k[:, :, :n + add], self._v[:, :, :n + add]
+        return self.keys, self.values
+
+
+def _with_slack(cache: Any) -> None:
+    """Give every plain DynamicLayer of `cache` room to grow in place (other layer kinds stay as they are)."""
+    for i, layer in enumerate(cache.layers):
+        if type(layer) in (DynamicLayer, SlackLayer) and layer.is_initialized:
+            cache.layers[i] = SlackLayer(layer.keys, layer.values)
 
 
 def _pad_kv(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -42,6 +84,7 @@ class DecodeBatch:
     def merge(self, cache: Any, mask: torch.Tensor, rows: list[Any], next_tokens: list[int]) -> None:
         if not self.rows:
             self.cache, self.mask, self.rows, self.next_tokens = cache, mask, list(rows), list(next_tokens)
+            _with_slack(self.cache)
             return
         assert self.mask is not None
         own, new = self.mask.shape[1], mask.shape[1]
@@ -50,6 +93,7 @@ class DecodeBatch:
             mine.keys = torch.cat([_pad_kv(mine.keys, total - own), _pad_kv(theirs.keys, total - new)], dim=0)
             mine.values = torch.cat([_pad_kv(mine.values, total - own), _pad_kv(theirs.values, total - new)], dim=0)
         self.mask = torch.cat([_pad_mask(self.mask, total - own), _pad_mask(mask, total - new)], dim=0)
+        _with_slack(self.cache)
         self.rows.extend(rows)
         self.next_tokens.extend(next_tokens)
 
@@ -70,6 +114,7 @@ class DecodeBatch:
             layer.values = layer.values.index_select(0, index)[:, :, first:]
         if first:
             self.mask = self.mask[:, first:]
+        _with_slack(self.cache)
         self.rows = [self.rows[i] for i in keep_rows]
         self.next_tokens = [self.next_tokens[i] for i in keep_rows]
 
