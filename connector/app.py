@@ -217,7 +217,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     handler = ChatHandler(services=services, store=context_store, sink=replies, skills=skills,
                           system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
                           group_context_per_sender=s.group_context_per_sender,
-                          turns_with_documents=s.context_turns_with_documents,
+                          turns_with_documents=s.context_turns_with_documents, trim_loops=s.loop_guard,
                           hooks=HandlerHooks(on_model_error=lambda: m.errors.labels("model").inc(),
                                              on_reply_done=m.to_final.observe,
                                              on_skill=lambda name, outcome: m.skill_results.labels(

@@ -60,8 +60,8 @@ class ConnectorSettings(FileSettings):
     max_tokens: int = Field(512, ge=1)
     repetition_penalty: float | None = Field(None, gt=0, le=2, description="sent to the model server (vLLM's "
                                              "extension, ours too); none: the server's default")
-    loop_guard: bool = Field(False, description="ask the model server to stop an answer that keeps repeating the "
-                                                "same words (our extension: loop_guard)")
+    loop_guard: bool = Field(False, description="ask the model server to stop an answer once a block of words comes "
+                                                "back (our extension: loop_guard), and show it without the repeat")
     model_timeout_s: float = Field(120.0, gt=0)
     model_connect_timeout_s: float = Field(5.0, gt=0)
     system_prompt: str = Field("", description="empty: the model's own default (its chat template's)")
@@ -178,7 +178,9 @@ class ConnectorSettings(FileSettings):
         if self.repetition_penalty is not None:
             body["repetition_penalty"] = self.repetition_penalty
         if self.loop_guard:
-            body["loop_guard"] = True
+            from .core.repetition import LOOP_BLOCK, LOOP_REPEATS
+
+            body["loop_guard"] = {"ngram": LOOP_BLOCK, "repeats": LOOP_REPEATS}
         return body
 
     @property

@@ -18,6 +18,7 @@ from ..skills.base import (
 )
 from ..types import IncomingMessage, Turn
 from .messages import MODEL_FAILED, SOURCE_QUOTE, SOURCES
+from .repetition import without_repeated_tail
 from .sink import ReplySink
 from .store import ContextStore
 from .trail import Cited, current
@@ -60,7 +61,8 @@ def citations(passages: Sequence[Passage]) -> str:
 class ChatHandler:
     def __init__(self, *, services: SkillServices, store: ContextStore, sink: ReplySink, skills: Sequence[Skill],
                  system_prompt: str, max_tokens: int, context_window: int | None, group_context_per_sender: bool,
-                 hooks: HandlerHooks | None = None, turns_with_documents: int | None = None) -> None:
+                 hooks: HandlerHooks | None = None, turns_with_documents: int | None = None,
+                 trim_loops: bool = False) -> None:
         self.services, self.store, self.sink = services, store, sink
         self.model = services.model
         self.skills = list(skills)
@@ -70,6 +72,7 @@ class ChatHandler:
         self.group_context_per_sender = group_context_per_sender
         self.hooks = hooks or HandlerHooks()
         self.turns_with_documents = turns_with_documents  # history kept when passages come with the question
+        self.trim_loops = trim_loops  # the loop guard is on: show (and keep) an answer without its repeated tail
 
     def context_key(self, message: IncomingMessage) -> str:
         if message.conversation_kind == "group" and self.group_context_per_sender:
@@ -171,6 +174,8 @@ class ChatHandler:
                 trail.answer = text
             await reply.fail(MODEL_FAILED(), partial=text)
             return
+        if self.trim_loops:
+            text = without_repeated_tail(text)
         if not reply.cancelled and not text.strip():
             if trail is not None:
                 trail.refuse("failed", "empty_answer")
