@@ -1,10 +1,12 @@
 """transformers engine with iteration-level (continuous) batching.
 
 One engine thread owns the model. Each iteration it (1) drops aborted
-sequences, (2) prefills waiting sequences into free slots, merging them into
-the running batch, and (3) runs one decode step for every running sequence.
-A request joins at the next iteration; a finished or cancelled one leaves at
-the next iteration. Requests never wait for each other to finish.
+sequences, (2) prefills at most max_prefill_tokens prompt tokens of waiting
+sequences into free slots (whole prompts together, a longer one in chunks over
+several iterations: prefill.py), merging them into the running batch, and (3)
+runs one decode step for every running sequence. A request joins at the next
+iteration; a finished or cancelled one leaves at the next iteration. Requests
+never wait for each other to finish.
 
 A constrained sequence (response_format, tool_choice) carries its own xgrammar matcher: each step the
 batch's logits get one bitmask row per constrained sequence (structured.py) before sampling. Log-
@@ -32,6 +34,7 @@ from .chat_template import TokenizerMethods, parse_hermes
 from .detokenizer import IncrementalDetokenizer
 from .errors import EngineNotRunning, GenerationFailed, PromptEmpty
 from .loading import load_transformers, unloaded_info
+from .prefill import Chunked, plan_step
 from .sampling import sample_next_tokens, token_logprobs
 from .structured import Grammars
 
@@ -73,6 +76,7 @@ class TransformersEngine(TokenizerMethods):
         self._incoming: deque[_Sequence] = deque()
         self._waiting: deque[_Sequence] = deque()
         self._batch = DecodeBatch()
+        self._chunked: Chunked | None = None  # the prompt being prefilled chunk by chunk
         self._wakeup = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -118,7 +122,7 @@ class TransformersEngine(TokenizerMethods):
 
     def stats(self) -> EngineStats:
         return EngineStats(
-            running=len(self._batch),
+            running=len(self._batch) + (self._chunked is not None),
             waiting=len(self._waiting) + len(self._incoming),
             steps_total=self._steps,
             step_sequences_total=self._step_sequences,
@@ -189,18 +193,12 @@ class TransformersEngine(TokenizerMethods):
                     while self._incoming:
                         self._waiting.append(self._incoming.popleft())
                     self._drop_aborted()
-                    if not self._batch.rows and not self._waiting:
+                    if not self._batch.rows and not self._waiting and self._chunked is None:
                         self._wakeup.wait(timeout=1.0)
                         self._wakeup.clear()
                         continue
                     outbox: list[tuple[_Sequence, GenerationDelta | BaseException]] = []
-                    admitted = self._admit()
-                    if admitted:
-                        try:
-                            self._prefill(admitted, outbox)
-                        except Exception as exc:  # only the sequences being admitted fail
-                            log.exception("prefill failed")
-                            self._fail(admitted, exc, outbox)
+                    self._prefill_step(outbox)
                     if self._batch.rows:
                         try:
                             self._decode_step(outbox)
@@ -234,6 +232,10 @@ class TransformersEngine(TokenizerMethods):
                 if s.aborted:
                     s.done = True
             self._waiting = deque(kept)
+        if self._chunked is not None and self._chunked.seq.aborted:
+            self._chunked.seq.done = True
+            self._chunked = None
+            self._aborted += 1
         if any(s.aborted for s in self._batch.rows):
             keep = [i for i, s in enumerate(self._batch.rows) if not s.aborted]
             for s in self._batch.rows:
@@ -242,19 +244,28 @@ class TransformersEngine(TokenizerMethods):
                     self._aborted += 1
             self._batch.keep(keep)
 
-    def _admit(self) -> list[_Sequence]:
-        free = self._settings.max_num_seqs - len(self._batch)
-        budget = self._settings.max_prefill_tokens
-        admitted: list[_Sequence] = []
-        while self._waiting and free > 0:
-            seq = self._waiting[0]
-            if admitted and seq.prompt_len > budget:
-                break
-            self._waiting.popleft()
-            admitted.append(seq)
-            budget -= seq.prompt_len
-            free -= 1
-        return admitted
+    def _prefill_step(self, outbox: list) -> None:
+        """This iteration's prefill work: a chunk of the chunked prompt, then whole prompts that fit."""
+        free = self._settings.max_num_seqs - len(self._batch) - (self._chunked is not None)
+        plan = plan_step(self._waiting, self._chunked, free, self._settings.max_prefill_tokens)
+        if plan.start is not None:
+            from transformers import DynamicCache
+
+            self._chunked = Chunked(plan.start, DynamicCache(config=self._model.config))
+        if self._chunked is not None and plan.chunk:
+            chunked = self._chunked
+            try:
+                self._prefill_chunk(chunked, plan.chunk, outbox)
+            except Exception as exc:  # only this sequence fails
+                log.exception("prefill failed")
+                self._chunked = None
+                self._fail([chunked.seq], exc, outbox)
+        if plan.whole:
+            try:
+                self._prefill(plan.whole, outbox)
+            except Exception as exc:  # only the sequences being admitted fail
+                log.exception("prefill failed")
+                self._fail(plan.whole, exc, outbox)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
         out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -268,6 +279,19 @@ class TransformersEngine(TokenizerMethods):
         cache = DynamicCache(config=self._model.config)
         logits = self._forward(ids, mask, positions, cache)
         self._prefills += 1
+        self._join(seqs, logits, cache, mask, outbox)
+
+    def _prefill_chunk(self, chunked: Chunked, size: int, outbox: list) -> None:
+        ids, mask, positions = chunked.inputs(size, self._device)
+        logits = self._forward(ids, mask, positions, chunked.cache)
+        chunked.done += size
+        self._prefills += 1
+        if not chunked.remaining:
+            self._chunked = None
+            self._join([chunked.seq], logits, chunked.cache, mask, outbox)
+
+    def _join(self, seqs: list[_Sequence], logits: torch.Tensor, cache: Any, mask: torch.Tensor, outbox: list) -> None:
+        """Sample the first token of freshly prefilled sequences; those not finished by it join the batch."""
         tokens = self._sample(logits, seqs)
         keep, next_tokens = [], []
         for row, (seq, token) in enumerate(zip(seqs, tokens)):
@@ -350,7 +374,9 @@ class TransformersEngine(TokenizerMethods):
 
     def _fail_all(self, error: BaseException) -> None:
         outbox = []
-        for seq in list(self._batch.rows) + list(self._waiting) + list(self._incoming):
+        chunked = [self._chunked.seq] if self._chunked is not None else []
+        self._chunked = None
+        for seq in list(self._batch.rows) + chunked + list(self._waiting) + list(self._incoming):
             if not seq.done:
                 seq.done = True
                 outbox.append((seq, error))
