@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-LOOP_BLOCK = 8  # words in a block; the connector asks the server to stop at its second occurrence
+LOOP_BLOCK = 12  # words in a block (8 cut real answers that restate a phrase): stop at its second occurrence
 LOOP_REPEATS = 2
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"

@@ -34,7 +34,7 @@ async def _sent_body(extra_body: dict) -> dict:
 def test_settings_build_the_extra_body() -> None:
     assert ConnectorSettings(_env_file=None).model_extra_body() == {}
     assert ConnectorSettings(repetition_penalty=1.2, loop_guard=True).model_extra_body() == {
-        "repetition_penalty": 1.2, "loop_guard": {"ngram": 8, "repeats": 2}}
+        "repetition_penalty": 1.2, "loop_guard": {"ngram": 12, "repeats": 2}}
 
 
 async def test_the_extensions_are_sent_only_when_set() -> None:
