@@ -191,7 +191,8 @@ def table(results: list[Score]) -> str:
     lines = ["| question | correct | repeating (max block count) | chars | short | s |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        lines.append(f"| {r.id} | {'yes' if r.correct else 'no: ' + ', '.join(r.missing)} | "
+        missing = ", ".join(m.replace("|", " or ") for m in r.missing)
+        lines.append(f"| {r.id} | {'yes' if r.correct else 'no: ' + missing} | "
                      f"{'yes' if r.repeating else 'no'} ({r.repeats}) | {r.chars} | {'yes' if r.short else 'no'} | "
                      f"{r.seconds:.0f} |")
     n = len(results)
