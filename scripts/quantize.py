@@ -5,6 +5,9 @@ Methods:
   bnb-int8  bitsandbytes LLM.int8 weights, serialised; loads in the transformers engine on GPU and CPU.
   w8a8      SmoothQuant + GPTQ INT8 weights and activations (compressed-tensors, via llm-compressor);
             vLLM runs it with INT8 kernels on Turing (T4) and newer. Needs `pip install llmcompressor`.
+  int8      the transformers engine's CPU mode (INFERENCE_QUANTIZATION=int8: per-channel int8 weights, per-token
+            int8 activations, inference/engines/cpu_int8.py). It is applied at load, so nothing is saved:
+            --out gets only the report (perplexity before and after on this very code).
 
 w8a8 keeps the model in CPU RAM: on a GPU llm-compressor copies one decoder layer at a time to it, so
 the GPU holds one layer, not the 13.5 GB of a 7B model (not yet run on a T4); with --device cpu (or
@@ -185,7 +188,7 @@ def pick_dtype(device: str, params: int, available: int | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="a Hugging Face folder or a .gguf file")
-    p.add_argument("--method", choices=["bnb-int8", "w8a8"], default="bnb-int8")
+    p.add_argument("--method", choices=["bnb-int8", "w8a8", "int8"], default="bnb-int8")
     p.add_argument("--out", type=Path, default=None, help="default: <model>-<method>")
     p.add_argument("--eval-text", type=Path, default=DATA / "eval.txt")
     p.add_argument("--calibration", type=Path, default=DATA / "calibration.txt", help="text or JSONL (w8a8)")
@@ -204,7 +207,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--quantize-lm-head needs --method w8a8 (bitsandbytes keeps lm_head in 16 bit)")
     if not args.model.exists():
         p.error(f"no model at {args.model}")
-    args.out = args.out or args.model.with_name(f"{args.model.name.removesuffix('.gguf')}-{args.method}")
+    if args.method == "int8":
+        if args.device == "cuda":
+            p.error("--method int8 is the CPU int8 mode (on a GPU: bnb-int8 or w8a8)")
+        args.device = "cpu"
+    suffix = "int8-report" if args.method == "int8" else args.method  # int8: a report, not a model folder
+    args.out = args.out or args.model.with_name(f"{args.model.name.removesuffix('.gguf')}-{suffix}")
     return args
 
 
@@ -276,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"perplexity before: {ppl_before:.3f}")
 
     extra: dict = {}
-    if args.method == "bnb-int8":
+    if args.method == "int8":
+        from _quantize_cpu_int8 import cpu_int8
+        ppl_after, answer_after, extra["int8"] = cpu_int8(args, model, tokenizer, eval_text, perplexity, answer)
+    elif args.method == "bnb-int8":
         quantized = quantize_bnb(args, model, tokenizer, device)
         del model
         memory.mark("quantised")
@@ -316,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             extra["lm_head"]["note"] = tied_note(extra["lm_head"]["tied_in_source"], shape.vocab, shape.hidden)
     log(f"perplexity after: {ppl_after:.3f} ({(ppl_after / ppl_before - 1) * 100:+.2f} %)")
 
-    plan, plan_note = vram_plan(shape, args.method, args.quantize_lm_head)
+    plan, plan_note = vram_plan(shape, "bnb-int8" if args.method == "int8" else args.method, args.quantize_lm_head)
     report = build_report(args, device, dtype_name, ppl_before, ppl_after, answer_before, answer_after, plan,
                           plan_note, memory.report(), time.perf_counter() - started, extra)
     (args.out / "quantization-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
