@@ -103,6 +103,10 @@ class VLLMEngine(TokenizerMethods):
         settings = self._settings
         if not settings.model_path.is_dir():
             raise StartupError(f"the vLLM engine needs a model folder (safetensors); {settings.model_path} is not one")
+        if settings.quantization != "none":  # never a silent drop: these modes belong to the transformers engine
+            raise StartupError(f"INFERENCE_QUANTIZATION={settings.quantization} is a mode of the transformers engine; "
+                               "the vLLM engine reads the quantisation from the model folder (W8A8: scripts/"
+                               "quantize.py --method w8a8): leave it at none")
         scheme = folder_quantization(settings.model_path)
         quantization = scheme.method if scheme else None
         gpu = None if settings.device == "cpu" else gpu_memory()
