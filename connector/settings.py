@@ -81,7 +81,7 @@ class ConnectorSettings(FileSettings):
     # flow control and policy
     max_in_flight: int = Field(32, ge=1)
     max_backlog: int = Field(1000, ge=1)
-    max_expected_wait_s: float = Field(120.0, ge=0, description="answer a new message at once with a polite busy "
+    max_expected_wait_s: float = Field(30.0, ge=0, description="answer a new message at once with a polite busy "
                                        "notice when its expected wait (the work ahead / the measured service rate) "
                                        "is longer; 0: never")
     queue_refresh_s: float = Field(2.0, gt=0, description="how often queued messages' cards get their new position "

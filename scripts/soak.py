@@ -89,6 +89,7 @@ def run_load(emulator: str, client_id: str, rate: float, duration: float, users:
     total = sum(len(m) for m in sent.values())
     duplicated = lost = shed = 0
     feedback: list[float] = []
+    settled: list[float] = []  # arrival -> its first answer token, or any reply (busy notice, /test, picture)
     first_token: dict[str, list[float]] = {"dm": [], "group": []}
     final: list[float] = []
     for conv, msgs in sent.items():
@@ -101,8 +102,11 @@ def run_load(emulator: str, client_id: str, rate: float, duration: float, users:
                        key=lambda e: e[1])
         for message, (what, at, item) in zip(msgs, signs):
             feedback.append(at - message["t"])
-            if what == "reply" and BUSY_MARK in json.dumps(item["content"], ensure_ascii=False):
-                shed += 1
+            if what == "reply":
+                settled.append(at - message["t"])
+                shed += BUSY_MARK in json.dumps(item["content"], ensure_ascii=False)
+            elif item["firstStreamAt"] or item["finalizedAt"]:
+                settled.append((item["firstStreamAt"] or item["finalizedAt"]) - message["t"])
             asked = message["text"] != "/test" and message.get("msgtype") != "picture"
             if what == "card" and asked:
                 if item["firstStreamAt"]:
@@ -117,7 +121,9 @@ def run_load(emulator: str, client_id: str, rate: float, duration: float, users:
     return {"sent": total, "lost": lost, "duplicated": duplicated, "shed": shed, "redelivered": redelivered,
             "dropped": dropped, "first_feedback_s": pct(feedback), "first_token_s": pct(every_token),
             "first_token_dm_s": pct(first_token["dm"]), "first_token_group_s": pct(first_token["group"]),
-            "final_s": pct(final), "max_feedback_s": round(max(feedback, default=0.0), 3)}
+            "final_s": pct(final), "max_feedback_s": round(max(feedback, default=0.0), 3),
+            "answer_or_reply_s": pct(settled),
+            "answer_or_reply_within_2s": round(sum(v <= 2.0 for v in settled) / max(1, total), 4)}
 
 
 def find_capacity(args: argparse.Namespace, emulator: str, client_id: str, health: int, rng: random.Random) -> int:
