@@ -15,7 +15,7 @@ import pytest
 from .connector.conftest import RedisServer, connector_process, start_connector
 from .connector.helpers import finalized
 from .connector.sandbox.helpers import new_app, send
-from .servers import LIVE, ROOT, ServerProcess, free_port, inference_server
+from .servers import ROOT, ServerProcess, free_port, inference_server
 
 pytestmark = pytest.mark.slow
 
@@ -56,33 +56,17 @@ class TlsRedis(RedisServer):
     def url(self) -> str:
         return f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
 
-    def start(self) -> TlsRedis:
-        import shutil
-        import time
+    def args(self) -> list[str]:
+        return ["--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+                "--tls-cert-file", str(self.certs / "server.pem"), "--tls-key-file", str(self.certs / "server-key.pem"),
+                "--tls-ca-cert-file", str(self.certs / "ca.pem"), "--tls-auth-clients", "no",
+                "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
 
+    def probe(self):
         import redis
 
-        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", "0",
-                                      "--tls-port", str(self.port), "--bind", "127.0.0.1",
-                                      "--tls-cert-file", str(self.certs / "server.pem"),
-                                      "--tls-key-file", str(self.certs / "server-key.pem"),
-                                      "--tls-ca-cert-file", str(self.certs / "ca.pem"), "--tls-auth-clients", "no",
-                                      "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no",
-                                      "--dir", str(self.workdir)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        LIVE.add(self)
-        client = redis.Redis(port=self.port, password=REDIS_PASSWORD, ssl=True,
-                             ssl_ca_certs=str(self.certs / "ca.pem"), socket_connect_timeout=0.5)
-        for _ in range(100):
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server with TLS did not start")
+        return redis.Redis(port=self.port, password=REDIS_PASSWORD, ssl=True,
+                           ssl_ca_certs=str(self.certs / "ca.pem"), socket_connect_timeout=0.5)
 
 
 @pytest.fixture(scope="module")

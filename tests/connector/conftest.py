@@ -25,17 +25,26 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def args(self) -> list[str]:
+        """The server's command line after the binary (subclasses: TLS, a password)."""
+        return ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir)]
+
+    def probe(self):
+        """A client that can reach the server once it is up."""
+        import redis
+
+        return redis.Redis(port=self.port, socket_connect_timeout=0.2)
+
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed (make test installs it)")
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([binary, *self.args()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         LIVE.add(self)
         import redis
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = self.probe()
         for _ in range(100):
             try:
                 client.ping()
