@@ -51,6 +51,7 @@ from .intake import Intake
 from .metrics import ConnectorMetrics
 from .settings import ConnectorSettings
 from .skills.base import Skill, SkillError, SkillServices
+from .skills.knowledge_base import SharedEmbedder
 from .skills.registry import load_enabled
 from .types import IncomingMessage
 
@@ -213,7 +214,8 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
         for outcome in QUOTA_OUTCOMES:
             m.quota.labels(outcome)
     services = SkillServices(model=model, skills=lambda: skills, version=__version__, context_ttl_s=s.context_ttl_s,
-                             quota=quota, download=DingTalkFiles(api, s.robot, http).download)
+                             quota=quota, download=DingTalkFiles(api, s.robot, http).download,
+                             embedder=SharedEmbedder())
     handler = ChatHandler(services=services, store=context_store, sink=replies, skills=skills,
                           system_prompt=s.system_prompt, max_tokens=s.max_tokens, context_window=s.context_window,
                           group_context_per_sender=s.group_context_per_sender,

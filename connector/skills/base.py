@@ -126,6 +126,9 @@ class SkillServices:
     context_ttl_s: int = 1800  # how long a conversation's context is kept (the settings' context_ttl_s)
     quota: QuotaReader | None = None  # today's usage and limits (the /quota command); None: no quotas set
     download: Download | None = None  # a message's attachment, fetched from the IM platform; AttachmentError
+    # the embedding model shared by the skills that embed (knowledge base, files), loaded at the first call with a
+    # thread count; None: each skill loads its own (tests, the skills CLI)
+    embedder: Callable[[int | None], Any] | None = None
 
 
 @dataclass

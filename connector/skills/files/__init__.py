@@ -116,8 +116,9 @@ class FilesSkill(Skill):
                 from ..knowledge_base.embedder import Embedder
                 from .store import Searcher
 
+                load = self.services.embedder or Embedder
                 try:
-                    self._embedder = await asyncio.to_thread(Embedder, self.config.threads)
+                    self._embedder = await asyncio.to_thread(load, self.config.threads)
                 except Exception as exc:
                     raise SkillError(f"skill 'files': the embedding model cannot be loaded: "
                                      f"{type(exc).__name__}: {exc}") from exc

