@@ -99,6 +99,7 @@ class ConnectorApp:
         return {"status": "ok", "version": __version__,
                 "stream": "connected" if self.transport.connected else "disconnected",
                 "redis": "none" if self.redis is None else ("up" if self.redis.up else "down"),
+                "audit": "off" if self.audit is None else self.audit.status(),
                 "backlog": self.dispatcher.backlog,
                 "in_flight": self.dispatcher.in_flight,
                 "skills": {skill.name: skill.status() for skill in self.skills},

@@ -132,6 +132,12 @@ class AuditWriter:
     def backlog(self) -> int:
         return self.queue.qsize()
 
+    def status(self) -> dict[str, object]:
+        """For /health: the store (its kind, never its address or password), up or down (records spill to the
+        file meanwhile, none lost), what waits in the queue and whether spilled records wait for a replay."""
+        state = "down" if self.down else ("up" if self._thread.is_alive() else "stopped")
+        return {"store": self.store.name, "state": state, "queued": self.backlog, "spilled": self.spill.pending()}
+
     def start(self) -> None:
         self._thread.start()
 

@@ -28,6 +28,7 @@ def test_build_app_returns_every_part() -> None:
     assert isinstance(app.services.model, ModelClient)
     facts = app.health()
     assert facts["stream"] == "disconnected" and facts["redis"] == "none"
+    assert facts["audit"] == {"store": "sqlite", "state": "stopped", "queued": 0, "spilled": False}  # not started
     assert (facts["backlog"], facts["in_flight"]) == (0, 0)
     assert set(facts["skills"]) == {"help", "files", "reset", "status", "quota"}
     assert b"connector_backlog 0.0" in app.metrics.render()

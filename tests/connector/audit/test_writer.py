@@ -125,12 +125,14 @@ def test_database_outage_spills_and_replays_when_it_is_back(own_postgres, tmp_pa
         writer.submit(trail(f"during the outage {i}"))
     wait_for(lambda: counts["spilled"] == 5, timeout=30)
     assert counts["failure"] >= 1 and counts["written"] == 0 and writer.down
+    assert writer.status() == {"store": "postgresql", "state": "down", "queued": 0, "spilled": True}  # /health
     own_postgres.start()
     wait_for(lambda: counts["replayed"] == 5, timeout=30)
     for i in range(3):
         writer.submit(trail(f"after {i}"))
     wait_for(lambda: counts["written"] == 3, timeout=30)
     assert not writer.down and not writer.spill.pending()
+    assert writer.status() == {"store": "postgresql", "state": "up", "queued": 0, "spilled": False}
     # down again while running: the next ones spill, then go into the chain after the earlier ones
     own_postgres.halt()
     writer.submit(trail("second outage"))
