@@ -253,7 +253,7 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     intake = Intake(dispatcher, m, notify, on_refused=None if audit is None else lambda msg, reason: audit.submit(
         Trail(msg, outcome="refused", reason=reason, finished_mono=time.monotonic())), sink=replies,
         shedding=Shedding(s.max_expected_wait_s, dispatcher.rate) if s.max_expected_wait_s else None, seen=seen,
-        refresh_s=s.queue_refresh_s)
+        refresh_s=s.queue_refresh_s, notice_after_s=s.queue_notice_after_s)
     dispatcher.on_done = intake.on_done
     transport = StreamTransport(
         client_id=s.client_id, client_secret=s.client_secret.get_secret_value(), on_message=intake.on_message,

@@ -2,7 +2,8 @@
 
 It counts the message, then: a busy notice when the expected wait is too long (shedding, core/capacity.py) or the
 backlog is full; otherwise the message is queued, and if it has to wait its asker sees the card with the queue
-position at once, refreshed while it waits (the sink's acknowledgement, core/sink.py).
+position at once, refreshed while it waits (the sink's acknowledgement, core/sink.py). Where the platform cannot
+show that (no card permission), nothing extra is sent unless the expected wait is long: then one short notice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from .core.capacity import Shedding
 from .core.dispatcher import Dispatcher
-from .core.messages import BUSY, RESTARTING, SHED, duration
+from .core.messages import BUSY, QUEUED_LONG, RESTARTING, SHED, duration
 from .core.sink import QueuedReply, ReplySink
 from .metrics import ConnectorMetrics
 from .types import IncomingMessage
@@ -37,16 +38,20 @@ class Intake:
 
     With a `sink`, a message that has to wait is acknowledged at once with its queue position, refreshed every
     `refresh_s` while it waits; with `shedding`, a message whose expected wait is too long gets a busy notice
-    naming the wait instead (reason "shed"). `seen(message)` tells redeliveries of answered messages apart: they
-    get neither (the pipeline's dedup drops them)."""
+    naming the wait instead (reason "shed"). Where the sink cannot acknowledge (no card permission), a message
+    whose expected wait is over `notice_after_s` (0: never) gets one text notice with its position and the wait.
+    `seen(message)` tells redeliveries of answered messages apart: they get none of these (the pipeline's dedup
+    drops them)."""
 
     def __init__(self, dispatcher: Dispatcher, metrics: ConnectorMetrics, notify: Notify,
                  on_refused: Callable[[IncomingMessage, str], None] | None = None, *,
                  sink: ReplySink | None = None, shedding: Shedding | None = None,
-                 seen: Callable[[IncomingMessage], Awaitable[bool]] | None = None, refresh_s: float = 2.0) -> None:
+                 seen: Callable[[IncomingMessage], Awaitable[bool]] | None = None, refresh_s: float = 2.0,
+                 notice_after_s: float = 0.0) -> None:
         self.dispatcher, self.metrics, self.notify = dispatcher, metrics, notify
         self.on_refused = on_refused
         self.sink, self.shedding, self.seen, self.refresh_s = sink, shedding, seen, refresh_s
+        self.notice_after_s = notice_after_s
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self._queued: dict[int, tuple[IncomingMessage, QueuedReply]] = {}  # acknowledged, not yet started
@@ -104,10 +109,21 @@ class Intake:
             return
         reply = self.sink.acknowledge(message, ahead)
         if reply is None:
+            await self._notice_long_wait(message, ahead)
             return
         self._queued[id(message)] = (message, reply)
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.create_task(self._refresh())
+
+    async def _notice_long_wait(self, message: IncomingMessage, ahead: int) -> None:
+        """No card to show the position: one text notice, only when the expected wait is long."""
+        rate = self.dispatcher.rate.per_second()
+        if not self.notice_after_s or rate is None:
+            return
+        wait = (ahead + self.dispatcher.in_flight) / rate
+        if wait > self.notice_after_s:
+            self.metrics.queue_notices.inc()
+            await self.notify(message, QUEUED_LONG(ahead=ahead, wait=wait_in_words(wait)))
 
     async def _refresh(self) -> None:
         """The waiting messages' positions, nearest first, as often as refresh_s and the sink's budget allow."""

@@ -21,6 +21,8 @@ class ConnectorMetrics:
         self.refused = Counter("connector_refused", "Messages refused because the backlog was full.", registry=r)
         self.shed = Counter("connector_shed", "Messages answered at once with a busy notice because their expected "
                             "wait exceeded max_expected_wait_s.", registry=r)
+        self.queue_notices = Counter("connector_queue_notices", "Text notices of a long expected wait, sent where no "
+                                     "queued card could be shown (no card permission).", registry=r)
         self.outcomes = Counter("connector_messages_handled", "Messages handled, by outcome (answered, failed, "
                                 "refused, rate_limited, denied: as in the audit record).", ["outcome"], registry=r)
         self.documents_denied = Counter("connector_documents_denied", "Documents the access rules left out of "

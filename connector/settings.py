@@ -86,6 +86,9 @@ class ConnectorSettings(FileSettings):
                                        "is longer; 0: never")
     queue_refresh_s: float = Field(2.0, gt=0, description="how often queued messages' cards get their new position "
                                    "(within a quarter of card_qps)")
+    queue_notice_after_s: float = Field(15.0, ge=0, description="without card permissions (no queued card), a "
+                                        "waiting message whose expected wait is longer gets one short text notice "
+                                        "with its position; 0: never")
     user_rate_limit: int = Field(20, ge=1, description="messages per user per rate window")
     user_rate_window_s: float = Field(60.0, gt=0)
     max_message_chars: int = Field(4000, ge=1)

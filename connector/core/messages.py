@@ -72,6 +72,8 @@ def either(zh_items: list[str], en_items: list[str] | None = None) -> Text:
 RESTARTING = Text("服务正在重启，请稍后重新提问。", "The assistant is restarting; please ask again in a moment.")
 BUSY = Text("当前排队的消息太多，请稍后再试。", "Too many messages are waiting right now; please try again shortly.")
 QUEUED = Text("排队中，前面还有 {ahead} 条", "Queued, {ahead} ahead of you", INLINE)  # the card while waiting
+QUEUED_LONG = Text("消息已收到，正在排队：前面还有 {ahead} 条，预计需要等待约 {wait}。",
+                   "Got it; you are in the queue: {ahead} ahead of you, an expected wait of about {wait}.")
 SHED = Text("当前提问的人很多，预计需要等待约 {wait}，请稍后再试。",
             "Many people are asking right now: the expected wait is about {wait}. Please try again a little later.")
 ALREADY_HANDLED = Text("这条消息已处理过。", "This message was already handled.")

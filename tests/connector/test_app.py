@@ -92,3 +92,58 @@ def test_outcomes_and_denied_documents_are_counted() -> None:
     assert 'connector_messages_handled_total{outcome="denied"} 1.0' in text
     assert 'connector_messages_handled_total{outcome="failed"} 0.0' in text
     assert "connector_documents_denied_total 2.0" in text
+
+
+def test_without_cards_only_a_long_wait_gets_a_notice() -> None:
+    """No card permission: the sink cannot acknowledge. A short wait sends nothing extra; a long one sends one
+    text notice with the position and the expected wait (from the measured service rate)."""
+    from connector.core.capacity import ServiceRate
+    from connector.core.dispatcher import Dispatcher
+    from connector.core.messages import QUEUED_LONG
+    from connector.intake import wait_in_words
+
+    class NoCards:
+        def acknowledge(self, message, ahead):
+            return None
+
+        def release(self, message):
+            pass
+
+    now = [0.0]
+    rate = ServiceRate(min_samples=1, clock=lambda: now[0])
+    for _ in range(2):  # two answers in 20 busy seconds: 0.1 per second
+        rate.started()
+        now[0] += 10
+        rate.finished()
+    sent: list[tuple[str, str]] = []
+
+    async def notify(msg: IncomingMessage, text: str) -> None:
+        sent.append((msg.message_id, text))
+
+    def msg(n: int) -> IncomingMessage:
+        return IncomingMessage(platform="test", message_id=f"m{n}", delivery_id=f"d{n}", conversation_id=f"c{n}",
+                               conversation_kind="dm", sender_id=f"u{n}", sender_name="u", text="hi", msgtype="text")
+
+    async def go(notice_after_s: float) -> None:
+        release = asyncio.Event()
+
+        async def handler(message: IncomingMessage) -> None:
+            await release.wait()
+
+        dispatcher = Dispatcher(handler, max_in_flight=1, max_backlog=10, rate=rate)
+        metrics = ConnectorMetrics()
+        intake = Intake(dispatcher, metrics, notify, sink=NoCards(), notice_after_s=notice_after_s)  # type: ignore[arg-type]
+        for n in range(3):  # m0 runs; m1 waits for it (10 s expected), m2 for both (20 s)
+            intake.on_message(msg(n))
+            await asyncio.sleep(0)
+        await intake.settle()
+        release.set()
+        await dispatcher.drain(5)
+        if notice_after_s:
+            assert b"connector_queue_notices_total 1.0" in metrics.render()
+
+    asyncio.run(go(15))
+    assert sent == [("m2", QUEUED_LONG(ahead=1, wait=wait_in_words(20)))]
+    sent.clear()
+    asyncio.run(go(0))  # 0: never
+    assert sent == []
