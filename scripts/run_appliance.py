@@ -36,12 +36,14 @@ DEMO_INSTRUCTIONS = ("Answer the question in one short sentence, copying the exa
                      "the documents below.\n用一句话回答问题，直接引用下列文档中的数字、名称或时间。")
 
 
-def demo_knowledge_base() -> str:
-    """CONNECTOR_PLUGINS for the demo: the knowledge base on the sample documents."""
+def demo_knowledge_base(**overrides: object) -> str:
+    """CONNECTOR_PLUGINS for the demo: the knowledge base on the sample documents. Questions in Chinese are answered
+    with the documents' own sentence (extractive "cjk"): the embedded 135M model does not read Chinese."""
     from connector.skills.knowledge_base import SAMPLES
 
     return json.dumps({"knowledge_base": {"enabled": True, "folder": str(SAMPLES), "instructions": DEMO_INSTRUCTIONS,
-                                          "index_dir": str(ROOT / ".cache" / "kb-index-demo")}}, ensure_ascii=False)
+                                          "index_dir": str(ROOT / ".cache" / "kb-index-demo"), "extractive": "cjk",
+                                          **overrides}}, ensure_ascii=False)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:

@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-url", help="a running inference server's /v1 (default: start one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a connector setting over the demo's (repeatable), e.g. CONNECTOR_MAX_TOKENS=128")
+    parser.add_argument("--kb", action="append", default=[], metavar="KEY=VALUE",
+                        help="a knowledge-base setting over the demo's (repeatable), e.g. extractive=never")
     parser.add_argument("--only", help="question ids, comma-separated")
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--json", type=Path, help="also write the scores and answers here")
@@ -220,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not key.startswith("CONNECTOR_"):
             parser.error(f"--set takes CONNECTOR_NAME=VALUE, not {item!r}")
         overrides[key] = value
+    if args.kb:
+        kb = {}
+        for item in args.kb:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--kb takes NAME=VALUE, not {item!r}")
+            kb[key] = value
+        overrides["CONNECTOR_PLUGINS"] = demo_knowledge_base(**kb)
     questions = load_questions(args.questions, set(args.only.split(",")) if args.only else None)
     if not questions:
         parser.error("no questions selected")

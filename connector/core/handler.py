@@ -154,18 +154,22 @@ class ChatHandler:
         log.debug("answering %s (history: %d turns, %d skill contexts)", message.message_id, len(history),
                   len(augments))
         text = ""
+        ready = next((a.answer for a in augments if a.answer), "")
         try:
-            messages, passages = await self.build_messages(history, message.text.strip(), augments, max_tokens)
-            stream = self.model.stream_chat(messages, max_tokens=max_tokens)
-            try:
-                async for delta in stream:
-                    text += delta
-                    reply.update(text)
-                    if reply.cancelled:
-                        log.info("reply to %s can no longer be shown: generation stopped", message.message_id)
-                        break
-            finally:
-                await stream.aclose()  # closes the HTTP stream: the server stops generating
+            if ready:  # a skill answered from the documents' own words: no model call
+                text, passages = ready, [p for a in augments for p in a.passages]
+            else:
+                messages, passages = await self.build_messages(history, message.text.strip(), augments, max_tokens)
+                stream = self.model.stream_chat(messages, max_tokens=max_tokens)
+                try:
+                    async for delta in stream:
+                        text += delta
+                        reply.update(text)
+                        if reply.cancelled:
+                            log.info("reply to %s can no longer be shown: generation stopped", message.message_id)
+                            break
+                finally:
+                    await stream.aclose()  # closes the HTTP stream: the server stops generating
         except ModelError as exc:
             log.warning("model failed for %s: %s", message.message_id, exc)
             self.hooks.on_model_error()

@@ -52,6 +52,9 @@ class Augment:
     passages: tuple[Passage, ...] = ()
     max_tokens: int | None = None  # a longer (or shorter) answer when this context is used
     note: str = ""  # shown to the user under the answer, after the sources (never given to the model)
+    # a ready answer (the documents' own sentence): shown in the card like the model's, with the citations; the
+    # model is not asked
+    answer: str = ""
 
 
 SkillResult = Answer | Augment | None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,6 +27,7 @@ from .access import AccessPolicy
 log = logging.getLogger("connector.skills.knowledge_base")
 
 SAMPLES = Path(__file__).parent / "samples"
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # kana, Han, Hangul
 INSTRUCTIONS = ("Answer the question using the documents below. If they do not contain the answer, say so.\n"
                 "请根据以下文档回答问题；如果文档中没有答案，请直接说明。")
 
@@ -48,6 +50,10 @@ class KnowledgeBaseConfig(SkillConfig):
                                                            "the connector's max_tokens")
     instructions: str = INSTRUCTIONS
     quote: bool = Field(True, description="show, with each cited file, the sentence that best answers")
+    extractive: Literal["never", "cjk", "always"] = Field(
+        "never", description="answer with the documents' own sentence (the best quote) instead of the model's "
+        "words: never; for questions in Chinese, Japanese or Korean (a small model that does not read them: the "
+        "embedded demo model); always")
     open_without_access_file: bool = Field(True, description="documents under no _access.toml are readable by "
                                                              "everyone (true) or by nobody (false)")
 
@@ -228,10 +234,15 @@ class KnowledgeBaseSkill(Skill):
                 note = self._left_out(ctx, denied)
         if not hits:
             return Augment(note=note) if note else None
-        quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote else [""] * len(hits)
+        extractive = self.config.extractive == "always" or (self.config.extractive == "cjk" and CJK.search(text))
+        quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote or extractive \
+            else [""] * len(hits)
+        answer = quotes[0] if extractive else ""
+        if answer or not self.config.quote:  # the answer is the first quote: not repeated under the sources
+            quotes = ["", *quotes[1:]] if self.config.quote else [""] * len(hits)
         return Augment(self.config.instructions,
                        tuple(Passage(h.text, h.source, h.score, q) for h, q in zip(hits, quotes, strict=True)),
-                       max_tokens=self.config.max_tokens, note=note)
+                       max_tokens=self.config.max_tokens, note=note, answer=answer)
 
     def _reader(self, ctx: SkillContext) -> Callable[[str], bool] | None:
         """Which documents this message may use (a document's relative path -> yes/no); None: all of them."""

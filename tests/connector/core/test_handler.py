@@ -147,6 +147,20 @@ async def test_augment_reaches_the_model_and_sources_are_cited_once() -> None:
                                            "2. `menu.txt`")
 
 
+async def test_a_ready_answer_from_the_documents_is_shown_in_the_card_without_the_model() -> None:
+    class Extractive(Skill):
+        name = "extractive"
+
+        async def handle(self, ctx: SkillContext):
+            return Augment("", (Passage("第三条：住宿每晚不超过680元。", "travel.md"),), answer="第三条：住宿每晚不超过680元。")
+
+    handler, model, store, sink = make([Extractive(SkillConfig())])
+    await handler(msg("出差住宿标准是多少？"))
+    assert model.calls == [] and sink.texts == []
+    assert sink.replies[-1].final == "第三条：住宿每晚不超过680元。\n\n**来源 / Sources**: `travel.md`"
+    assert [t.content for t in await store.load("test:c1")] == ["出差住宿标准是多少？", "第三条：住宿每晚不超过680元。"]
+
+
 async def test_an_answering_skill_stops_the_chain() -> None:
     handler, model, _, sink = make([Lookup(SkillConfig())])
     await handler(msg("/lookup"))

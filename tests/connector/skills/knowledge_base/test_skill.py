@@ -71,3 +71,21 @@ async def test_start_refuses_a_missing_folder_clearly(tmp_path: Path) -> None:
         await kb.start(SkillServices(model=None, skills=lambda: []))
     unset = KnowledgeBaseSkill(KnowledgeBaseConfig())
     assert unset.check() == ['set folder = "/path/to/documents" in [connector.plugins.knowledge_base]']
+
+
+async def test_extractive_answers_for_cjk_questions_only(tmp_path: Path) -> None:
+    """extractive = "cjk" (the embedded demo model does not read Chinese): a Chinese question is answered with the
+    documents' own sentence, not repeated under the sources; an English one goes to the model as usual."""
+    shutil.copytree(SAMPLES, tmp_path / "docs")
+    kb = KnowledgeBaseSkill(KnowledgeBaseConfig(enabled=True, folder=tmp_path / "docs", rescan_interval_s=0,
+                                                extractive="cjk"))
+    await kb.start(SkillServices(model=None, skills=lambda: []))
+    try:
+        await kb._task
+        chinese = await kb.handle(ctx("出差住宿每晚的报销上限是多少？"))
+        assert isinstance(chinese, Augment) and "680" in chinese.answer
+        assert chinese.passages[0].quote == ""  # the answer is that quote
+        english = await kb.handle(ctx("How often must the HP-400 hydraulic press be recalibrated?"))
+        assert isinstance(english, Augment) and english.answer == "" and "450" in english.passages[0].quote
+    finally:
+        await kb.stop()
