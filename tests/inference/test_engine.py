@@ -6,24 +6,17 @@ import asyncio
 
 import pytest
 
-from inference.settings import InferenceSettings
 from inference.types import ChatTurn, GenerationRequest, SamplingParams
 
-from ..conftest import DEFAULT_MODEL
+from .helpers import running_engine
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def engine():
-    from inference.engines.transformers_engine import TransformersEngine
-
-    if not DEFAULT_MODEL.exists():
-        pytest.fail("embedded model missing")
-    eng = TransformersEngine(InferenceSettings(max_num_seqs=4, max_model_len=512))
-    asyncio.run(eng.start())
-    yield eng
-    asyncio.run(eng.close())
+    with running_engine(max_num_seqs=4, max_model_len=512) as eng:
+        yield eng
 
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "hi",

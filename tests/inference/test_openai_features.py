@@ -30,16 +30,6 @@ class City(BaseModel):
     population: int = Field(ge=0, le=100_000_000)
 
 
-@pytest.fixture(scope="module")
-def client(inference: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=inference.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def model(client: openai.OpenAI) -> str:
-    return client.models.list().data[0].id
-
-
 def _ask(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from inference.engines.prefill import Chunked, plan_step
-from inference.settings import InferenceSettings
 from inference.types import ChatTurn, GenerationRequest, SamplingParams
 
-from ..conftest import DEFAULT_MODEL
+from .helpers import running_engine
 
 
 @dataclass(eq=False)
@@ -49,14 +48,8 @@ def test_free_slots_bound_admission() -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    from inference.engines.transformers_engine import TransformersEngine
-
-    if not DEFAULT_MODEL.exists():
-        pytest.fail("embedded model missing")
-    eng = TransformersEngine(InferenceSettings(max_num_seqs=4, max_model_len=512, max_prefill_tokens=48))
-    asyncio.run(eng.start())
-    yield eng
-    asyncio.run(eng.close())
+    with running_engine(max_num_seqs=4, max_model_len=512, max_prefill_tokens=48) as eng:
+        yield eng
 
 
 PROMPTS = ["hi", ("Explain gravity to a child in three sentences, with an example, and then a second example "
