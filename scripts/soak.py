@@ -17,6 +17,9 @@ token shown and the final answer; messages answered with the busy notice (sheddi
     python scripts/soak.py --find-capacity [--target-p99 5] [--step-duration 60] [--rates 0.25,0.5,1,1.5,2,3]
 ramps the message rate step by step on one running stack (draining between steps) and reports the highest rate
 whose p99 time to first token stays under the target, with the knee plot (docs/benchmarks/capacity-knee.png).
+
+    python scripts/soak.py --inference-only --duration 900 --rate 1 --max-tokens 128 --rss-plot PATH.png
+runs the inference server alone under mixed prompt lengths (scripts/_soak_inference.py).
 """
 
 from __future__ import annotations
@@ -186,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-duration", type=float, default=60, help="--find-capacity: seconds per step")
     p.add_argument("--target-p99", type=float, default=5.0, help="--find-capacity: p99 time to first token, s")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "capacity-knee.png")
+    p.add_argument("--inference-only", action="store_true",
+                   help="the inference server alone: mixed prompt lengths at --rate requests/s (scripts/_soak_inference.py)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1500, help="--inference-only: the longest prompt, words")
     p.add_argument("--connector-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra connector settings, e.g. CONNECTOR_MAX_EXPECTED_WAIT_S=0")
     args = p.parse_args(argv)
@@ -211,6 +217,18 @@ def main(argv: list[str] | None = None) -> int:
             inference_proc = spawn("inference", [py, "-m", "inference", "--port", str(port)])
             model_url = f"http://127.0.0.1:{port}/v1"
             wait_http(f"http://127.0.0.1:{port}/ready", timeout=300)
+        if args.inference_only:
+            if inference_proc is None:
+                raise SystemExit("--inference-only starts its own server (no --model-url)")
+            from _soak_inference import run as run_inference
+
+            result = run_inference(model_url, inference_proc.pid, rate=args.rate, duration=args.duration,
+                                   max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+                                   rss_every=args.rss_every, rng=rng, rss_plot=args.rss_plot)
+            print(json.dumps(result, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2))
+            return 0 if result["failed"] == 0 else 1
         wait_http(emulator + "/healthz")
         client_id, secret = "soakapp", "soak-secret-7c1d"
         httpx.post(emulator + "/sandbox/apps", json={"client_id": client_id, "client_secret": secret}).raise_for_status()
