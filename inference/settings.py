@@ -57,6 +57,8 @@ class InferenceSettings(FileSettings):
     ssl_certfile: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; scripts/make_certs.py)")
     ssl_keyfile: Path | None = Field(None, description="its private key (PEM)")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
+    memory_trim_interval_s: float = Field(10.0, ge=0, description="when the engine goes idle, give freed memory "
+                                          "back to the OS (glibc malloc_trim), at most this often; 0: never")
     warmup: bool = Field(True, description="run one generation before /ready turns 200")
     drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, running streams get this long to finish")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug adds access logs")

@@ -34,6 +34,7 @@ from .chat_template import TokenizerMethods, parse_hermes
 from .detokenizer import IncrementalDetokenizer
 from .errors import EngineNotRunning, GenerationFailed, PromptEmpty
 from .loading import load_transformers, unloaded_info
+from .memory import IdleTrim
 from .prefill import Chunked, plan_step
 from .sampling import sample_next_tokens, token_logprobs
 from .structured import Grammars
@@ -84,6 +85,7 @@ class TransformersEngine(TokenizerMethods):
         self._shared_generator = torch.Generator()
         self._shared_generator.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
 
+        self._trim = IdleTrim(settings.memory_trim_interval_s)
         self._steps = 0
         self._step_sequences = 0
         self._max_batch = 0
@@ -194,9 +196,11 @@ class TransformersEngine(TokenizerMethods):
                         self._waiting.append(self._incoming.popleft())
                     self._drop_aborted()
                     if not self._batch.rows and not self._waiting and self._chunked is None:
+                        self._trim.idle()  # freed memory back to the OS (inference/engines/memory.py)
                         self._wakeup.wait(timeout=1.0)
                         self._wakeup.clear()
                         continue
+                    self._trim.busy = True
                     outbox: list[tuple[_Sequence, GenerationDelta | BaseException]] = []
                     self._prefill_step(outbox)
                     if self._batch.rows:
