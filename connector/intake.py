@@ -94,7 +94,8 @@ class Intake:
             return False
 
     async def _shed(self, message: IncomingMessage, wait_s: float) -> None:
-        if await self._already_answered(message):
+        if await self._already_answered(message):  # a redelivery: no busy notice, counted as the pipeline would
+            self.metrics.duplicates.inc()
             return
         self.metrics.shed.inc()
         log.info("shed %s: expected wait %.0f s > %.0f s", message.message_id, wait_s,

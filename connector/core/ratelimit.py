@@ -8,28 +8,50 @@ from collections import deque
 
 
 class TokenBucket:
-    """`rate` tokens per second, at most `capacity` banked. acquire() waits its turn (FIFO)."""
+    """`rate` tokens per second, at most `capacity` banked. acquire() waits its turn: FIFO within each of two
+    lanes, and an `urgent` caller goes before every waiting normal one (a card's creation, the asker's first
+    sign, before the streaming updates of answers already on screen)."""
 
     def __init__(self, rate: float, capacity: float | None = None) -> None:
         self.rate = rate
         self.capacity = capacity if capacity is not None else max(1.0, rate)
         self._tokens = self.capacity
         self._updated = time.monotonic()
-        self._lock = asyncio.Lock()
+        self._lanes: tuple[deque[asyncio.Future], deque[asyncio.Future]] = (deque(), deque())  # urgent, normal
+        self._pump: asyncio.Task | None = None
 
     def _refill(self) -> None:
         now = time.monotonic()
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1.0:
+    async def acquire(self, urgent: bool = False) -> None:
+        if not any(self._lanes) and self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._lanes[0 if urgent else 1].append(waiter)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._serve())
+        await waiter  # cancelled: the pump skips it
+
+    def _next(self) -> asyncio.Future | None:
+        for lane in self._lanes:
+            while lane and lane[0].done():
+                lane.popleft()
+            if lane:
+                return lane.popleft()
+        return None
+
+    async def _serve(self) -> None:
+        while any(self._lanes):
+            self._refill()
+            if self._tokens >= 1.0:
+                waiter = self._next()
+                if waiter is not None:
                     self._tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
+                    waiter.set_result(None)
+                continue
+            await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
     def try_acquire(self) -> bool:
         """Take a token if one is banked now; never waits (for optional calls, such as queue positions)."""

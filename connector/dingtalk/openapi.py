@@ -97,15 +97,17 @@ class DingTalkAPI:
             self._token_expiry = time.monotonic() + int(body.get("expireIn", 7200)) - 300  # refresh 5 min early
             return self._token
 
-    async def call(self, method: str, path: str, body: dict[str, Any], *, budgeted: bool = True) -> dict[str, Any]:
-        """One OpenAPI call with the retry policy; card and robot calls draw on the app-wide budget."""
+    async def call(self, method: str, path: str, body: dict[str, Any], *, budgeted: bool = True,
+                   urgent: bool = False) -> dict[str, Any]:
+        """One OpenAPI call with the retry policy; card and robot calls draw on the app-wide budget, `urgent` ones
+        (a card's creation: the asker's first sign) before the waiting others (streaming updates)."""
         refreshed = False
 
         async def attempt() -> dict[str, Any]:
             nonlocal refreshed
             while True:
                 if budgeted:
-                    await self.bucket.acquire()  # every attempt, retries included, counts against the budget
+                    await self.bucket.acquire(urgent)  # every attempt, retries included, counts against the budget
                 try:
                     token = await self.token()
                     r = await self._http.request(method, self.endpoint + path, json=body, timeout=10.0,

@@ -230,7 +230,7 @@ class CardReply:
             body["openSpaceId"] = f"dtv1.card//IM_ROBOT.{msg.sender_id}"
             body["imRobotOpenDeliverModel"] = {"spaceType": "IM_ROBOT"}
         try:
-            await self.owner.api.call("POST", "/v1.0/card/instances/createAndDeliver", body)
+            await self.owner.api.call("POST", "/v1.0/card/instances/createAndDeliver", body, urgent=True)
         except DingTalkAPIError as exc:
             self.owner.hooks.on_error(f"card_{exc.kind}")
             if exc.permission or exc.template or exc.retryable:

@@ -92,6 +92,30 @@ async def test_token_bucket_holds_the_rate() -> None:
     assert time.monotonic() - started >= (12 - 2) / 20 * 0.9
 
 
+async def test_urgent_callers_go_before_waiting_normal_ones_fifo_within_each() -> None:
+    """A card's creation (urgent) waits for the next token, not behind every queued streaming update."""
+    bucket = TokenBucket(rate=50, capacity=1)
+    await bucket.acquire()  # the bank is empty now
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool = False) -> None:
+        await bucket.acquire(urgent)
+        order.append(name)
+
+    tasks = [asyncio.create_task(take(f"update{i}")) for i in range(4)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(take("create1", urgent=True)), asyncio.create_task(take("create2", urgent=True))]
+    cancelled = asyncio.create_task(take("gone"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(*tasks)
+    assert order == ["create1", "create2", "update0", "update1", "update2", "update3"]
+    started = time.monotonic()
+    for _ in range(5):
+        await bucket.acquire(urgent=True)
+    assert time.monotonic() - started >= 4 / 50 * 0.9  # urgent or not, the rate holds
+
+
 async def test_memory_context_store_ttl_and_trim() -> None:
     store = MemoryContextStore(ttl_s=0.1, max_turns=4)
     await store.append("k", [Turn("user", str(i)) for i in range(6)])
