@@ -31,6 +31,39 @@ def _sentences(paragraph: str, limit: int) -> list[str]:
     return out
 
 
+_END = re.compile(r"[.。!?！？;；:：,，、)）\]】\"”'’]$")
+
+
+def _heading(line: str, following: str | None) -> bool:
+    """A title line rather than part of a sentence: a markdown heading, or a short line with no punctuation at its
+    end that is a paragraph of its own or is followed by a line that starts a sentence (PDF and Word titles).
+    Wrapped lines of a sentence fill the page width and are longer."""
+    if line.startswith("#"):
+        return True
+    if len(line) > 60 or _END.search(line):
+        return False
+    if following is None:
+        return True
+    # Chinese wraps lines anywhere: only a title in a paragraph of its own counts there
+    return not _CJK.search(line[-1:]) and (following[:1].isupper() or following[:1].isdigit())
+
+
+def _paragraph(lines: list[str]) -> str:
+    """A paragraph's lines in one line; a heading ends with a period so that it is a sentence of its own (quotes
+    then never start with a title)."""
+    out = []
+    for n, line in enumerate(lines):
+        if _heading(line, lines[n + 1] if n + 1 < len(lines) else None) and not _END.search(line):
+            line += "." if not _CJK.search(line[-1:]) else "。"
+        out.append(line)
+    return " ".join(out)
+
+
+def is_heading(sentence: str) -> bool:
+    """A sentence that is only a title (markdown heading marks): not worth quoting."""
+    return sentence.startswith("#")
+
+
 def sentences(text: str, limit: int = 400) -> list[str]:
     """The sentences of a passage (for quoting the one that answers)."""
     return [s for paragraph in _BLANK.split(text) for s in _sentences(" ".join(paragraph.split()), limit)]
@@ -43,7 +76,7 @@ def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
     current: list[str] = []
     length = 0
     for paragraph in _BLANK.split(text):
-        paragraph = " ".join(line.strip() for line in paragraph.split("\n") if line.strip())
+        paragraph = _paragraph([line.strip() for line in paragraph.split("\n") if line.strip()])
         # keep CJK lines joined without the spaces a Western line break needs
         paragraph = re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef]) (?=[\u3000-\u9fff\uff00-\uffef])", "", paragraph)
         if not paragraph:

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .chunking import chunk_text, sentences
+from .chunking import chunk_text, is_heading, sentences
 from .loaders import SUPPORTED, DocumentError, load
 
 log = logging.getLogger("connector.skills.knowledge_base")
 
-FORMAT = 1
+FORMAT = 2  # 2: titles end with a period (chunking._paragraph)
 
 # Everyday sentences with no company facts in them. multilingual-e5's similarities are compressed (unrelated
 # Chinese text often scores 0.83 against a Chinese question), so a passage counts as relevant only when it is
@@ -289,7 +289,7 @@ class VectorIndex:
         query = self.embedder.query(question) if isinstance(question, str) else question
         out = []
         for hit in hits:
-            candidates = sentences(hit.text)
+            candidates = [c for c in sentences(hit.text) if not is_heading(c)] or sentences(hit.text)
             if not candidates:
                 out.append("")
                 continue

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from connector.skills.knowledge_base import SAMPLES
-from connector.skills.knowledge_base.chunking import chunk_text
+from connector.skills.knowledge_base.chunking import chunk_text, sentences
 from connector.skills.knowledge_base.loaders import DocumentError, load
 
 
@@ -66,3 +66,21 @@ def test_chunks_follow_sentences_and_respect_the_size() -> None:
 
 def test_paragraphs_of_a_line_broken_chinese_text_are_joined_without_spaces() -> None:
     assert chunk_text("出差住宿标准为\n每晚不超过680元。") == ["出差住宿标准为每晚不超过680元。"]
+
+
+def test_titles_are_sentences_of_their_own_and_never_quoted() -> None:
+    """A heading line (markdown, or a short unpunctuated title line of a PDF / Word file) ends with a period, so a
+    quote never starts with the title; wrapped lines of a sentence stay one sentence."""
+    from connector.skills.knowledge_base.chunking import is_heading
+
+    md = "# IT helpdesk FAQ\n\n## Passwords\nPasswords expire every 90 days. Reset yours at the portal."
+    assert sentences(chunk_text(md)[0])[:3] == ["# IT helpdesk FAQ.", "## Passwords.", "Passwords expire every 90 days."]
+    assert is_heading("## Passwords.") and not is_heading("Passwords expire every 90 days.")
+    pdf = ("Section 4: Hydraulic press HP-400\nThe HP-400 hydraulic press must be recalibrated every 450 operating hours "
+           "by two\ntechnicians of the day shift, who record it on form MX-12 and sign it.")
+    assert sentences(chunk_text(pdf)[0]) == [
+        "Section 4: Hydraulic press HP-400.",
+        "The HP-400 hydraulic press must be recalibrated every 450 operating hours by two technicians of the day "
+        "shift, who record it on form MX-12 and sign it."]
+    zh = "华东工厂差旅报销制度\n\n第三条：出差住宿标准为每晚不超过680元。"
+    assert sentences(chunk_text(zh)[0]) == ["华东工厂差旅报销制度。", "第三条：出差住宿标准为每晚不超过680元。"]
