@@ -49,18 +49,21 @@ def _heading(line: str, following: str | None) -> bool:
 
 
 def _paragraph(lines: list[str]) -> str:
-    """A paragraph's lines in one line; a heading ends with a period so that it is a sentence of its own (quotes
-    then never start with a title)."""
+    """A paragraph's lines in one line; a title becomes a markdown heading ending with a period, a sentence of
+    its own (so a quote never starts with a title, and `is_heading` knows it)."""
     out = []
     for n, line in enumerate(lines):
-        if _heading(line, lines[n + 1] if n + 1 < len(lines) else None) and not _END.search(line):
-            line += "." if not _CJK.search(line[-1:]) else "。"
+        if _heading(line, lines[n + 1] if n + 1 < len(lines) else None):
+            if not line.startswith("#"):
+                line = "# " + line
+            if not _END.search(line):
+                line += "." if not _CJK.search(line[-1:]) else "。"
         out.append(line)
     return " ".join(out)
 
 
 def is_heading(sentence: str) -> bool:
-    """A sentence that is only a title (markdown heading marks): not worth quoting."""
+    """A sentence that is only a title (a markdown heading, or a title line made one): not worth quoting."""
     return sentence.startswith("#")
 
 

@@ -69,8 +69,8 @@ def test_paragraphs_of_a_line_broken_chinese_text_are_joined_without_spaces() ->
 
 
 def test_titles_are_sentences_of_their_own_and_never_quoted() -> None:
-    """A heading line (markdown, or a short unpunctuated title line of a PDF / Word file) ends with a period, so a
-    quote never starts with the title; wrapped lines of a sentence stay one sentence."""
+    """A heading line (markdown, or a short unpunctuated title line of a PDF / Word file, made a markdown heading)
+    ends with a period, so a quote never starts with the title; wrapped lines of a sentence stay one sentence."""
     from connector.skills.knowledge_base.chunking import is_heading
 
     md = "# IT helpdesk FAQ\n\n## Passwords\nPasswords expire every 90 days. Reset yours at the portal."
@@ -79,8 +79,8 @@ def test_titles_are_sentences_of_their_own_and_never_quoted() -> None:
     pdf = ("Section 4: Hydraulic press HP-400\nThe HP-400 hydraulic press must be recalibrated every 450 operating hours "
            "by two\ntechnicians of the day shift, who record it on form MX-12 and sign it.")
     assert sentences(chunk_text(pdf)[0]) == [
-        "Section 4: Hydraulic press HP-400.",
+        "# Section 4: Hydraulic press HP-400.",
         "The HP-400 hydraulic press must be recalibrated every 450 operating hours by two technicians of the day "
         "shift, who record it on form MX-12 and sign it."]
     zh = "华东工厂差旅报销制度\n\n第三条：出差住宿标准为每晚不超过680元。"
-    assert sentences(chunk_text(zh)[0]) == ["华东工厂差旅报销制度。", "第三条：出差住宿标准为每晚不超过680元。"]
+    assert sentences(chunk_text(zh)[0]) == ["# 华东工厂差旅报销制度。", "第三条：出差住宿标准为每晚不超过680元。"]
