@@ -235,11 +235,13 @@ class KnowledgeBaseSkill(Skill):
         if not hits:
             return Augment(note=note) if note else None
         extractive = self.config.extractive == "always" or (self.config.extractive == "cjk" and CJK.search(text))
-        quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote or extractive \
-            else [""] * len(hits)
-        answer = quotes[0] if extractive else ""
-        if answer or not self.config.quote:  # the answer is the first quote: not repeated under the sources
-            quotes = ["", *quotes[1:]] if self.config.quote else [""] * len(hits)
+        quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote else [""] * len(hits)
+        answer = ""
+        if extractive:  # the documents' sentence closest to the question, among all the hits
+            best = await asyncio.to_thread(self.index.best_sentence, question, hits)
+            if best is not None:
+                n, answer = best
+                quotes[n] = ""  # the answer is that hit's quote: not repeated under the sources
         return Augment(self.config.instructions,
                        tuple(Passage(h.text, h.source, h.score, q) for h, q in zip(hits, quotes, strict=True)),
                        max_tokens=self.config.max_tokens, note=note, answer=answer)

@@ -13,7 +13,7 @@ def _join(sentences: list[str]) -> str:
     """Western sentences with a space between them, Chinese ones without."""
     out = ""
     for sentence in sentences:
-        if out and not (_CJK.match(out[-1]) and _CJK.match(sentence[0])):
+        if out and not out.endswith("\n") and not (_CJK.match(out[-1]) and _CJK.match(sentence[0])):
             out += " "
         out += sentence
     return out
@@ -48,28 +48,40 @@ def _heading(line: str, following: str | None) -> bool:
     return not _CJK.search(line[-1:]) and (following[:1].isupper() or following[:1].isdigit())
 
 
-def _paragraph(lines: list[str]) -> str:
-    """A paragraph's lines in one line; a title becomes a markdown heading ending with a period, a sentence of
-    its own (so a quote never starts with a title, and `is_heading` knows it)."""
-    out = []
+def _titled(lines: list[str], size: int) -> list[str]:
+    """A paragraph's sentences; a title line is one of its own, ending with a line break that stays in the chunk
+    (the model sees the title on its line, as in the document, and `sentences` knows it is a title)."""
+    out: list[str] = []
+    body: list[str] = []
     for n, line in enumerate(lines):
         if _heading(line, lines[n + 1] if n + 1 < len(lines) else None):
-            if not line.startswith("#"):
-                line = "# " + line
-            if not _END.search(line):
-                line += "." if not _CJK.search(line[-1:]) else "。"
-        out.append(line)
-    return " ".join(out)
+            if body:
+                out += _sentences(_unwrap(body), size)
+                body = []
+            out.append(line[:size] + "\n")
+        else:
+            body.append(line)
+    if body:
+        out += _sentences(_unwrap(body), size)
+    return out
 
 
-def is_heading(sentence: str) -> bool:
-    """A sentence that is only a title (a markdown heading, or a title line made one): not worth quoting."""
-    return sentence.startswith("#")
+def _unwrap(lines: list[str]) -> str:
+    """Wrapped lines in one; CJK lines joined without the space a Western line break needs."""
+    return re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef]) (?=[\u3000-\u9fff\uff00-\uffef])", "", " ".join(lines))
 
 
-def sentences(text: str, limit: int = 400) -> list[str]:
-    """The sentences of a passage (for quoting the one that answers)."""
-    return [s for paragraph in _BLANK.split(text) for s in _sentences(" ".join(paragraph.split()), limit)]
+def sentences(text: str, limit: int = 400, titles: bool = True) -> list[str]:
+    """The sentences of a passage (for quoting the one that answers); `titles=False` leaves out the title lines
+    (inside a chunk a line break follows only a title)."""
+    out: list[str] = []
+    for paragraph in _BLANK.split(text):
+        *titled, rest = paragraph.split("\n")
+        for segment in titled:  # sentences, then the title that ends the segment
+            *body, title = _sentences(" ".join(segment.split()), limit) or [""]
+            out += body + ([title] if titles and title else [])
+        out += _sentences(" ".join(rest.split()), limit)
+    return out
 
 
 def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
@@ -79,12 +91,10 @@ def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
     current: list[str] = []
     length = 0
     for paragraph in _BLANK.split(text):
-        paragraph = _paragraph([line.strip() for line in paragraph.split("\n") if line.strip()])
-        # keep CJK lines joined without the spaces a Western line break needs
-        paragraph = re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef]) (?=[\u3000-\u9fff\uff00-\uffef])", "", paragraph)
-        if not paragraph:
+        lines = [line.strip() for line in paragraph.split("\n") if line.strip()]
+        if not lines:
             continue
-        for sentence in _sentences(paragraph, size):
+        for sentence in _titled(lines, size):
             if current and length + len(sentence) + 1 > size:
                 chunks.append(_join(current))
                 current = current[-overlap:] if overlap else []

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .chunking import chunk_text, is_heading, sentences
+from .chunking import chunk_text, sentences
 from .loaders import SUPPORTED, DocumentError, load
 
 log = logging.getLogger("connector.skills.knowledge_base")
 
-FORMAT = 2  # 2: titles end with a period (chunking._paragraph)
+FORMAT = 4  # 4: a title line keeps its line break in the chunk (chunking._titled)
 
 # Everyday sentences with no company facts in them. multilingual-e5's similarities are compressed (unrelated
 # Chinese text often scores 0.83 against a Chinese question), so a passage counts as relevant only when it is
@@ -284,12 +284,26 @@ class VectorIndex:
                 break
         return hits
 
+    def best_sentence(self, question: str | np.ndarray, hits: list[Hit]) -> tuple[int, str] | None:
+        """The sentence closest to the question among all the hits' (titles left out), and its hit's index."""
+        query = self.embedder.query(question) if isinstance(question, str) else question
+        best: tuple[float, int, str] | None = None
+        for n, hit in enumerate(hits):
+            candidates = sentences(hit.text, titles=False) or sentences(hit.text)
+            if not candidates:
+                continue
+            scores = self.embedder.passages(candidates) @ query
+            k = int(np.argmax(scores))
+            if best is None or float(scores[k]) > best[0]:
+                best = (float(scores[k]), n, candidates[k])
+        return None if best is None else (best[1], best[2])
+
     def quotes(self, question: str | np.ndarray, hits: list[Hit], max_chars: int = 160) -> list[str]:
         """For each hit, its sentence closest to the question (cut to ``max_chars``)."""
         query = self.embedder.query(question) if isinstance(question, str) else question
         out = []
         for hit in hits:
-            candidates = [c for c in sentences(hit.text) if not is_heading(c)] or sentences(hit.text)
+            candidates = sentences(hit.text, titles=False) or sentences(hit.text)  # titles are not quoted
             if not candidates:
                 out.append("")
                 continue

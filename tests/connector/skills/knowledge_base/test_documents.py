@@ -69,18 +69,21 @@ def test_paragraphs_of_a_line_broken_chinese_text_are_joined_without_spaces() ->
 
 
 def test_titles_are_sentences_of_their_own_and_never_quoted() -> None:
-    """A heading line (markdown, or a short unpunctuated title line of a PDF / Word file, made a markdown heading)
-    ends with a period, so a quote never starts with the title; wrapped lines of a sentence stay one sentence."""
-    from connector.skills.knowledge_base.chunking import is_heading
-
+    """A title line (markdown, or a short unpunctuated line of a PDF / Word / text file) keeps its line break in
+    the chunk, so the model sees it on its line and quotes skip it; wrapped lines of a sentence stay one."""
     md = "# IT helpdesk FAQ\n\n## Passwords\nPasswords expire every 90 days. Reset yours at the portal."
-    assert sentences(chunk_text(md)[0])[:3] == ["# IT helpdesk FAQ.", "## Passwords.", "Passwords expire every 90 days."]
-    assert is_heading("## Passwords.") and not is_heading("Passwords expire every 90 days.")
-    pdf = ("Section 4: Hydraulic press HP-400\nThe HP-400 hydraulic press must be recalibrated every 450 operating hours "
-           "by two\ntechnicians of the day shift, who record it on form MX-12 and sign it.")
-    assert sentences(chunk_text(pdf)[0]) == [
-        "# Section 4: Hydraulic press HP-400.",
+    chunk = chunk_text(md)[0]
+    assert chunk.startswith("# IT helpdesk FAQ\n## Passwords\nPasswords expire every 90 days.")
+    assert sentences(chunk)[:3] == ["# IT helpdesk FAQ", "## Passwords", "Passwords expire every 90 days."]
+    assert sentences(chunk, titles=False)[0] == "Passwords expire every 90 days."
+    two = chunk_text(md + "\n\n## Printers\nThe printers are PRN-2A and PRN-2B.")[0]
+    assert sentences(two, titles=False) == ["Passwords expire every 90 days.", "Reset yours at the portal.",
+                                            "The printers are PRN-2A and PRN-2B."]
+    pdf = ("Section 4: Hydraulic press HP-400\nThe HP-400 hydraulic press must be recalibrated every 450 operating "
+           "hours by two\ntechnicians of the day shift, who record it on form MX-12 and sign it.")
+    assert sentences(chunk_text(pdf)[0], titles=False) == [
         "The HP-400 hydraulic press must be recalibrated every 450 operating hours by two technicians of the day "
         "shift, who record it on form MX-12 and sign it."]
     zh = "华东工厂差旅报销制度\n\n第三条：出差住宿标准为每晚不超过680元。"
-    assert sentences(chunk_text(zh)[0]) == ["# 华东工厂差旅报销制度。", "第三条：出差住宿标准为每晚不超过680元。"]
+    assert chunk_text(zh) == ["华东工厂差旅报销制度\n第三条：出差住宿标准为每晚不超过680元。"]
+    assert sentences(chunk_text(zh)[0], titles=False) == ["第三条：出差住宿标准为每晚不超过680元。"]
