@@ -23,6 +23,7 @@ from pydantic import Field
 from ...core import messages as catalogue
 from ..base import Answer, Augment, Passage, Skill, SkillConfig, SkillContext, SkillError, SkillResult, SkillServices
 from .access import AccessPolicy
+from .chunking import cut_quote
 
 log = logging.getLogger("connector.skills.knowledge_base")
 
@@ -235,12 +236,14 @@ class KnowledgeBaseSkill(Skill):
         if not hits:
             return Augment(note=note) if note else None
         extractive = self.config.extractive == "always" or (self.config.extractive == "cjk" and CJK.search(text))
-        quotes = await asyncio.to_thread(self.index.quotes, question, hits) if self.config.quote else [""] * len(hits)
+        closest = await asyncio.to_thread(self.index.closest_sentences, question, hits) \
+            if self.config.quote or extractive else []
+        quotes = [cut_quote(q) for _, q in closest] if self.config.quote else [""] * len(hits)
         answer = ""
         if extractive:  # the documents' sentence closest to the question, among all the hits
-            best = await asyncio.to_thread(self.index.best_sentence, question, hits)
-            if best is not None:
-                n, answer = best
+            n = max(range(len(closest)), key=lambda i: closest[i][0])
+            answer = closest[n][1]
+            if answer:
                 quotes[n] = ""  # the answer is that hit's quote: not repeated under the sources
         return Augment(self.config.instructions,
                        tuple(Passage(h.text, h.source, h.score, q) for h, q in zip(hits, quotes, strict=True)),

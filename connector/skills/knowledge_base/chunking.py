@@ -84,6 +84,11 @@ def sentences(text: str, limit: int = 400, titles: bool = True) -> list[str]:
     return out
 
 
+def cut_quote(sentence: str, max_chars: int = 160) -> str:
+    """A quote as shown with its citation: at most ``max_chars``."""
+    return sentence if len(sentence) <= max_chars else sentence[: max_chars - 1] + "…"
+
+
 def chunk_text(text: str, size: int = 400, overlap: int = 1) -> list[str]:
     """Pack sentences into chunks of at most ``size`` characters; ``overlap`` sentences repeat across a boundary."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")

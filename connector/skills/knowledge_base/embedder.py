@@ -40,4 +40,3 @@ class Embedder:
     def query(self, text: str) -> np.ndarray:
         with self._lock:
             return np.asarray(self._model.query(text), dtype=np.float32)
-

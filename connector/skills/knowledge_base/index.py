@@ -284,30 +284,17 @@ class VectorIndex:
                 break
         return hits
 
-    def best_sentence(self, question: str | np.ndarray, hits: list[Hit]) -> tuple[int, str] | None:
-        """The sentence closest to the question among all the hits' (titles left out), and its hit's index."""
+    def closest_sentences(self, question: str | np.ndarray, hits: list[Hit]) -> list[tuple[float, str]]:
+        """For each hit, its sentence closest to the question (title lines left out) and its similarity;
+        (-inf, "") for a hit with no sentence. One embedding pass serves the quotes and an extractive answer."""
         query = self.embedder.query(question) if isinstance(question, str) else question
-        best: tuple[float, int, str] | None = None
-        for n, hit in enumerate(hits):
+        out: list[tuple[float, str]] = []
+        for hit in hits:
             candidates = sentences(hit.text, titles=False) or sentences(hit.text)
             if not candidates:
+                out.append((float("-inf"), ""))
                 continue
             scores = self.embedder.passages(candidates) @ query
             k = int(np.argmax(scores))
-            if best is None or float(scores[k]) > best[0]:
-                best = (float(scores[k]), n, candidates[k])
-        return None if best is None else (best[1], best[2])
-
-    def quotes(self, question: str | np.ndarray, hits: list[Hit], max_chars: int = 160) -> list[str]:
-        """For each hit, its sentence closest to the question (cut to ``max_chars``)."""
-        query = self.embedder.query(question) if isinstance(question, str) else question
-        out = []
-        for hit in hits:
-            candidates = sentences(hit.text, titles=False) or sentences(hit.text)  # titles are not quoted
-            if not candidates:
-                out.append("")
-                continue
-            best = candidates[int(np.argmax(self.embedder.passages(candidates) @ query))] if len(candidates) > 1 \
-                else candidates[0]
-            out.append(best if len(best) <= max_chars else best[: max_chars - 1] + "…")
+            out.append((float(scores[k]), candidates[k]))
         return out
