@@ -118,11 +118,8 @@ class Intake:
 
     async def _notice_long_wait(self, message: IncomingMessage, ahead: int) -> None:
         """No card to show the position: one text notice, only when the expected wait is long."""
-        rate = self.dispatcher.rate.per_second()
-        if not self.notice_after_s or rate is None:
-            return
-        wait = (ahead + self.dispatcher.in_flight) / rate
-        if wait > self.notice_after_s:
+        wait = self.dispatcher.rate.expected_wait(ahead, self.dispatcher.in_flight) if self.notice_after_s else None
+        if wait is not None and wait > self.notice_after_s:
             self.metrics.queue_notices.inc()
             await self.notify(message, QUEUED_LONG(ahead=ahead, wait=wait_in_words(wait)))
 

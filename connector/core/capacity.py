@@ -63,6 +63,11 @@ class ServiceRate:
             busy += now - max(self._busy_since, horizon)
         return len(self._done) / busy if busy > 0 else None
 
+    def expected_wait(self, ahead: int, in_flight: int) -> float | None:
+        """A new message's expected wait: the work before it / the measured rate; None without a measurement."""
+        rate = self.per_second()
+        return None if rate is None else (ahead + in_flight) / rate
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -77,8 +82,7 @@ class Shedding:
 
     def decide(self, ahead: int, in_flight: int) -> Decision:
         """Shed a new message with `ahead` messages queued before it while `in_flight` are being answered?"""
-        rate = self.rate.per_second()
-        if rate is None:
+        wait = self.rate.expected_wait(ahead, in_flight)
+        if wait is None:
             return Decision(False, None)
-        wait = (ahead + in_flight) / rate
         return Decision(bool(self.max_expected_wait_s) and wait > self.max_expected_wait_s, wait)
