@@ -44,3 +44,8 @@ def percentile(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q / 100.0
     lo, hi = math.floor(k), math.ceil(k)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def p50_p99(values: list[float]) -> dict:
+    """The soaks' latency summary: p50, p99 (3 decimals) and how many values."""
+    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}

@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import percentile
+from _common import p50_p99
 from _soak_rss import RssSampler
 
 WORDS = ("the press gauge shift report travel hotel budget quarter safety valve printer shuttle canteen policy "
@@ -68,9 +68,6 @@ def run(base_url: str, pid: int, *, rate: float, duration: float, max_prompt_tok
     if rss_plot is not None:
         sampler.plot(rss_plot, f"Inference server alone: {duration / 60:g} min, {rate:g} req/s, mixed prompt lengths")
 
-    def pct(values: list[float]) -> dict:
-        return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}
-
     return {"mode": "inference-only", "duration_s": duration, "rate": rate, "sent": sent, "ok": len(e2e),
-            "failed": len(failed), "failed_kinds": sorted(set(failed)), "ttft_s": pct(ttft), "e2e_s": pct(e2e),
+            "failed": len(failed), "failed_kinds": sorted(set(failed)), "ttft_s": p50_p99(ttft), "e2e_s": p50_p99(e2e),
             "rss_curve_mib": sampler.summary(), "rss_samples": len(sampler.samples)}

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import free_port, percentile, wait_http
+from _common import free_port, p50_p99, wait_http
 from _soak_rss import RssSampler, histogram_quantile, rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,14 +118,11 @@ def run_load(emulator: str, client_id: str, rate: float, duration: float, users:
                     final.append(item["finalizedAt"] - message["t"])
     every_token = first_token["dm"] + first_token["group"]
 
-    def pct(values: list[float]) -> dict:
-        return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}
-
     return {"sent": total, "lost": lost, "duplicated": duplicated, "shed": shed, "redelivered": redelivered,
-            "dropped": dropped, "first_feedback_s": pct(feedback), "first_token_s": pct(every_token),
-            "first_token_dm_s": pct(first_token["dm"]), "first_token_group_s": pct(first_token["group"]),
-            "final_s": pct(final), "max_feedback_s": round(max(feedback, default=0.0), 3),
-            "answer_or_reply_s": pct(settled),
+            "dropped": dropped, "first_feedback_s": p50_p99(feedback), "first_token_s": p50_p99(every_token),
+            "first_token_dm_s": p50_p99(first_token["dm"]), "first_token_group_s": p50_p99(first_token["group"]),
+            "final_s": p50_p99(final), "max_feedback_s": round(max(feedback, default=0.0), 3),
+            "answer_or_reply_s": p50_p99(settled),
             "answer_or_reply_within_2s": round(sum(v <= 2.0 for v in settled) / max(1, total), 4)}
 
 
