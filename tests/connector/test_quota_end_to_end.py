@@ -9,7 +9,7 @@ import pytest
 
 from ..servers import ServerProcess, scrape
 from .conftest import connector_process, start_connector
-from .helpers import finalized, reply_texts
+from .helpers import finalized, shown_texts
 from .sandbox.helpers import new_app, send, wait_for
 
 pytestmark = pytest.mark.slow
@@ -37,13 +37,13 @@ def test_third_message_refused_until_the_reset_and_quota_shows_usage(emulator, i
         assert tokens > 0  # the completion tokens the model reported
 
         send(emulator, client_id, "And 4 + 4?", user=user)
-        refusal = reply_texts(emulator, conversation, 1)[0]
+        refusal = shown_texts(emulator, conversation, 3)[2]
         assert "今日额度已用完（2 条消息），将于 00:00 (Asia/Shanghai) 重置" in refusal
         assert "it resets at 00:00 (Asia/Shanghai)" in refusal
-        assert len(finalized(emulator, conversation, 2)) == 2  # no model answer for it
+        assert len(shown_texts(emulator, conversation, 3)) == 3  # no model answer for it (nor before /quota's)
 
         send(emulator, client_id, "/quota", user=user)
-        usage = reply_texts(emulator, conversation, 2)[1]
+        usage = shown_texts(emulator, conversation, 4)[3]
         assert "消息 / messages: 2 / 2" in usage and f"tokens: {tokens} / 100000" in usage
         assert "将于 00:00 (Asia/Shanghai) 重置" in usage
         assert redis.get(messages_key) == "2"  # refused and /quota: not charged

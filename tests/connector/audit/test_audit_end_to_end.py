@@ -20,7 +20,7 @@ from connector.audit.sqlite_store import SqliteStore
 
 from ...servers import ROOT, ServerProcess, scrape
 from ..conftest import connector_process, start_connector
-from ..helpers import finalized, reply_texts
+from ..helpers import finalized, shown_texts
 from ..sandbox.helpers import live_connections, new_app, send, wait_for
 
 pytestmark = pytest.mark.slow
@@ -59,10 +59,10 @@ def test_sqlite_audit_records_and_a_tampered_row(emulator, inference: ServerProc
         store = SqliteStore(path)
         check_answered(records_of(store, 1)[0], card, "What is the capital of France?", "alice")
         send(emulator, client_id, "And of Spain?", user="alice")  # over alice's limit of 1 a minute
-        reply_texts(emulator, sent["conversationId"], 1)
+        shown_texts(emulator, sent["conversationId"], 2)
         long = "Please tell me everything about " + "the history of Europe " * 5
         bob = send(emulator, client_id, long, user="bob")
-        reply_texts(emulator, bob["conversationId"], 1)
+        shown_texts(emulator, bob["conversationId"], 1)
         rows = [r.record() for r in records_of(store, 3)]
         assert [(r.sender_id, r.outcome, r.reason) for r in rows[1:]] == [("alice", "rate_limited", "too_fast"),
                                                                           ("bob", "refused", "too_long")]

@@ -15,6 +15,7 @@ from connector.skills.knowledge_base import SAMPLES
 
 from ...servers import ServerProcess
 from ..conftest import connector_process, start_connector
+from ..helpers import shown_texts
 from ..sandbox.helpers import emulator_view, new_app, send, wait_for
 
 pytestmark = pytest.mark.slow
@@ -27,15 +28,6 @@ def final_card(emulator, conversation_id: str, count: int = 1) -> dict:
         return len(finished) >= count and finished[count - 1]
 
     return wait_for(done, timeout=90, describe=lambda: emulator_view(emulator, conversation_id))
-
-
-def reply_text(emulator, conversation_id: str, count: int = 1) -> str:
-    def got():
-        replies = httpx.get(emulator.url + "/sandbox/replies", params={"conversation_id": conversation_id}).json()
-        return len(replies) >= count and replies[count - 1]
-
-    reply = wait_for(got, timeout=30, describe=lambda: emulator_view(emulator, conversation_id))
-    return reply["content"].get("text") or reply["content"].get("content") or ""
 
 
 @pytest.fixture
@@ -90,9 +82,9 @@ def test_knowledge_base_answers_from_the_samples_with_citations(emulator, kb_con
 
     # /kb lists the documents; /help shows the skills' commands
     listing = send(emulator, app[0], "/kb", user="lee")
-    assert "4 documents" in reply_text(emulator, listing["conversationId"])
+    assert "4 documents" in shown_texts(emulator, listing["conversationId"], 1)[0]
     help_ = send(emulator, app[0], "/help", user="lee")
-    help_text = reply_text(emulator, help_["conversationId"], 2)
+    help_text = shown_texts(emulator, help_["conversationId"], 2)[1]
     assert "`/kb`" in help_text and "`/define`" in help_text
 
     # a new document is picked up by the periodic rescan (only it is embedded)
@@ -105,9 +97,9 @@ def test_knowledge_base_answers_from_the_samples_with_citations(emulator, kb_con
 def test_third_party_skill_from_its_own_package_answers(emulator, kb_connector) -> None:
     app, proc = kb_connector
     message = send(emulator, app[0], "/define MES", user="joe")
-    assert reply_text(emulator, message["conversationId"]) == "**MES**: manufacturing execution system"
+    assert shown_texts(emulator, message["conversationId"], 1)[0] == "**MES**: manufacturing execution system"
     status = send(emulator, app[0], "/test", user="joe")
-    shown = reply_text(emulator, status["conversationId"], 2)
+    shown = shown_texts(emulator, status["conversationId"], 2)[1]
     assert "skills: glossary, help, files, reset, status, quota, knowledge_base" in shown
     metrics = httpx.get(proc.url + "/metrics").text
     assert 'connector_skill_results_total{outcome="answer",skill="glossary"} 1.0' in metrics
