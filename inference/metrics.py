@@ -80,6 +80,15 @@ class _LiveCollector(Collector):
         for reason in FINISHED_REASONS:
             success.add_metric([*self._labels, reason], counts.get(reason, 0.0))
         yield success
+        # the transformers engine's prefix cache (on the vLLM engine, vLLM's own series replace these)
+        queries = CounterMetricFamily("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number "
+                                      "of queried tokens.", labels=VLLM_LABELS)
+        queries.add_metric(self._labels, stats.prefix_cache_queries_total)
+        yield queries
+        hits = CounterMetricFamily("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of "
+                                   "cached tokens.", labels=VLLM_LABELS)
+        hits.add_metric(self._labels, stats.prefix_cache_hits_total)
+        yield hits
         yield CounterMetricFamily("llm_engine_steps", "Decode steps run by the engine.", value=stats.steps_total)
         yield CounterMetricFamily("llm_engine_step_sequences", "Sum over decode steps of the sequences each carried.",
                                   value=stats.step_sequences_total)

@@ -57,6 +57,10 @@ class InferenceSettings(FileSettings):
     ssl_certfile: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; scripts/make_certs.py)")
     ssl_keyfile: Path | None = Field(None, description="its private key (PEM)")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
+    prefix_cache_mb: int | None = Field(None, ge=0, description="transformers engine: MiB of finished sequences' "
+                                        "KV cache kept so a prompt that begins the same (a chat's next turn) skips "
+                                        "prefilling that part; default 1024 on a CPU, 0 on a GPU (the VRAM plan "
+                                        "leaves no room); the vLLM engine has its own prefix caching; 0: off")
     memory_trim_interval_s: float = Field(10.0, ge=0, description="when the engine goes idle, give freed memory "
                                           "back to the OS (glibc malloc_trim), at most this often; 0: never")
     warmup: bool = Field(True, description="run one generation before /ready turns 200")

@@ -134,4 +134,6 @@ class EngineStats:
     max_batch_size: int = 0
     prefills_total: int = 0
     aborted_total: int = 0
+    prefix_cache_queries_total: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits_total: int = 0  # of them, tokens found there (not prefilled again)
     alive: bool = True

@@ -21,7 +21,6 @@ import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,29 +35,14 @@ from .errors import EngineNotRunning, GenerationFailed, PromptEmpty
 from .loading import load_transformers, unloaded_info
 from .memory import IdleTrim
 from .prefill import Chunked, plan_step
+from .prefix_cache import PrefixCache
 from .sampling import sample_next_tokens, token_logprobs
+from .sequence import SequenceState
 from .structured import Grammars
 
 log = logging.getLogger("inference.engine")
 
-
-@dataclass(eq=False)
-class _Sequence:
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[GenerationDelta | BaseException]
-    detok: IncrementalDetokenizer
-    generator: torch.Generator | None
-    matcher: Any = None  # xgrammar GrammarMatcher of a constrained sequence
-    generated: list[int] = field(default_factory=list)
-    pending_logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent in a delta
-    reported: int = 0  # completion tokens already reported in a delta
-    aborted: bool = False
-    done: bool = False
-
-    @property
-    def prompt_len(self) -> int:
-        return len(self.request.prompt_token_ids)
+CPU_PREFIX_CACHE_MB = 1024  # INFERENCE_PREFIX_CACHE_MB's default on a CPU (about 22k tokens of the embedded model)
 
 
 class TransformersEngine(TokenizerMethods):
@@ -74,8 +58,8 @@ class TransformersEngine(TokenizerMethods):
         self._max_model_len = 0
         self._grammars: Grammars | None = None  # built at the first constrained request
 
-        self._incoming: deque[_Sequence] = deque()
-        self._waiting: deque[_Sequence] = deque()
+        self._incoming: deque[SequenceState] = deque()
+        self._waiting: deque[SequenceState] = deque()
         self._batch = DecodeBatch()
         self._chunked: Chunked | None = None  # the prompt being prefilled chunk by chunk
         self._wakeup = threading.Event()
@@ -86,6 +70,7 @@ class TransformersEngine(TokenizerMethods):
         self._shared_generator.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
 
         self._trim = IdleTrim(settings.memory_trim_interval_s)
+        self._prefixes = PrefixCache(0)  # sized in _load, once the device is known
         self._steps = 0
         self._step_sequences = 0
         self._max_batch = 0
@@ -107,6 +92,10 @@ class TransformersEngine(TokenizerMethods):
         self._eos, self._pad_id = loaded.eos, loaded.pad_id
         self._max_model_len = loaded.info.max_model_len
         self._info = loaded.info
+        mib = self._settings.prefix_cache_mb
+        if mib is None:
+            mib = CPU_PREFIX_CACHE_MB if str(self._device).startswith("cpu") else 0
+        self._prefixes = PrefixCache(mib << 20)
 
     async def close(self) -> None:
         self._stopping = True
@@ -116,6 +105,7 @@ class TransformersEngine(TokenizerMethods):
         self._fail_all(EngineNotRunning("The engine was shut down."))
         self._alive = False
         self._model = None
+        self._prefixes.clear()
 
     # ---- protocol ----------------------------------------------------------------------
 
@@ -131,6 +121,8 @@ class TransformersEngine(TokenizerMethods):
             max_batch_size=self._max_batch,
             prefills_total=self._prefills,
             aborted_total=self._aborted,
+            prefix_cache_queries_total=self._prefixes.queried_tokens,
+            prefix_cache_hits_total=self._prefixes.hit_tokens,
             alive=self._alive and (self._thread is not None and self._thread.is_alive()),
         )
 
@@ -160,7 +152,7 @@ class TransformersEngine(TokenizerMethods):
         if request.params.seed is not None and not request.params.greedy:
             generator = torch.Generator()
             generator.manual_seed(request.params.seed & 0x7FFF_FFFF_FFFF_FFFF)
-        seq = _Sequence(
+        seq = SequenceState(
             request=request, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
             detok=IncrementalDetokenizer(self._decode_tokenizer, request.params.stop), generator=generator,
         )
@@ -201,7 +193,7 @@ class TransformersEngine(TokenizerMethods):
                         self._wakeup.clear()
                         continue
                     self._trim.busy = True
-                    outbox: list[tuple[_Sequence, GenerationDelta | BaseException]] = []
+                    outbox: list[tuple[SequenceState, GenerationDelta | BaseException]] = []
                     self._prefill_step(outbox)
                     if self._batch.rows:
                         try:
@@ -215,14 +207,14 @@ class TransformersEngine(TokenizerMethods):
             self._alive = False
 
     @staticmethod
-    def _fail(seqs: Sequence[_Sequence], exc: Exception, outbox: list) -> None:
+    def _fail(seqs: Sequence[SequenceState], exc: Exception, outbox: list) -> None:
         error = GenerationFailed(f"generation failed: {type(exc).__name__}")
         for seq in list(seqs):
             if not seq.done:
                 seq.done = True
                 outbox.append((seq, error))
 
-    def _deliver(self, outbox: list[tuple[_Sequence, GenerationDelta | BaseException]]) -> None:
+    def _deliver(self, outbox: list[tuple[SequenceState, GenerationDelta | BaseException]]) -> None:
         if not outbox:
             return
         loop = outbox[0][0].loop
@@ -251,6 +243,11 @@ class TransformersEngine(TokenizerMethods):
     def _prefill_step(self, outbox: list) -> None:
         """This iteration's prefill work: a chunk of the chunked prompt, then whole prompts that fit."""
         free = self._settings.max_num_seqs - len(self._batch) - (self._chunked is not None)
+        if self._chunked is None and free > 0 and self._waiting and self._prefixes.enabled:
+            self._chunked = self._from_prefix(self._waiting[0])
+            if self._chunked is not None:
+                self._waiting.popleft()
+                free -= 1
         plan = plan_step(self._waiting, self._chunked, free, self._settings.max_prefill_tokens)
         if plan.start is not None:
             from transformers import DynamicCache
@@ -271,12 +268,24 @@ class TransformersEngine(TokenizerMethods):
                 log.exception("prefill failed")
                 self._fail(plan.whole, exc, outbox)
 
+    def _from_prefix(self, seq: SequenceState) -> Chunked | None:
+        """A waiting sequence whose prompt begins with a cached prefix: only the rest is prefilled (the chunked
+        path, into a copy of the prefix)."""
+        if seq.looked_up:
+            return None
+        seq.looked_up = True
+        found = self._prefixes.start(seq.request.prompt_token_ids, self._model.config)
+        if found is None:
+            return None
+        seq.prefix, cache = found
+        return Chunked(seq, cache, done=seq.prefix.length)
+
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
         out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                           use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :]
 
-    def _prefill(self, seqs: list[_Sequence], outbox: list) -> None:
+    def _prefill(self, seqs: list[SequenceState], outbox: list) -> None:
         from transformers import DynamicCache
 
         ids, mask, positions = left_padded([s.request.prompt_token_ids for s in seqs], self._pad_id, self._device)
@@ -294,7 +303,7 @@ class TransformersEngine(TokenizerMethods):
             self._chunked = None
             self._join([chunked.seq], logits, chunked.cache, mask, outbox)
 
-    def _join(self, seqs: list[_Sequence], logits: torch.Tensor, cache: Any, mask: torch.Tensor, outbox: list) -> None:
+    def _join(self, seqs: list[SequenceState], logits: torch.Tensor, cache: Any, mask: torch.Tensor, outbox: list) -> None:
         """Sample the first token of freshly prefilled sequences; those not finished by it join the batch."""
         tokens = self._sample(logits, seqs)
         keep, next_tokens = [], []
@@ -326,9 +335,12 @@ class TransformersEngine(TokenizerMethods):
             batch.next_tokens[row] = token
             if not self._accept(seq, token, outbox):
                 keep.append(row)
+            elif self._prefixes.enabled:  # its cache, for a prompt that continues it
+                self._prefixes.keep_row(batch.cache, batch.mask, row, [*seq.request.prompt_token_ids,
+                                                                        *seq.generated[:-1]], seq.prompt_len, seq.prefix)
         batch.keep(keep)
 
-    def _sample(self, logits: torch.Tensor, seqs: Sequence[_Sequence]) -> list[int]:
+    def _sample(self, logits: torch.Tensor, seqs: Sequence[SequenceState]) -> list[int]:
         logits = logits.float().cpu() if logits.device.type != "cpu" else logits.float()
         wanted = [i for i, s in enumerate(seqs) if s.request.params.logprobs is not None]
         raw = logits[wanted].clone() if wanted else None
@@ -348,33 +360,12 @@ class TransformersEngine(TokenizerMethods):
     def _token_text(self, token: int) -> str:
         return str(self._decode_tokenizer.decode([token]))
 
-    def _accept(self, seq: _Sequence, token: int, outbox: list) -> bool:
+    def _accept(self, seq: SequenceState, token: int, outbox: list) -> bool:
         """Record one sampled token; queue the delta. True when the sequence finished."""
-        params = seq.request.params
-        seq.generated.append(token)
-        count = len(seq.generated)
-        finish = None
-        if seq.matcher is not None and not seq.matcher.is_terminated():
-            seq.matcher.accept_token(token)
-        if token in self._eos and not params.ignore_eos:
-            finish, text = "stop", seq.detok.flush()
-        else:
-            text, hit = seq.detok.push(token)
-            if hit:
-                finish = "stop"
-            elif count >= params.max_tokens or seq.prompt_len + count >= self._max_model_len:
-                finish = "length"
-                text += seq.detok.flush()
-        if text or finish:
-            outbox.append((seq, GenerationDelta(text=text, prompt_tokens=seq.prompt_len, completion_tokens=count,
-                                                new_tokens=count - seq.reported, finish_reason=finish,
-                                                logprobs=tuple(seq.pending_logprobs))))
-            seq.reported = count
-            seq.pending_logprobs.clear()
-        if finish:
-            seq.done = True
-            return True
-        return False
+        delta = seq.accept(token, self._eos, self._max_model_len)
+        if delta is not None:
+            outbox.append((seq, delta))
+        return seq.done
 
     def _fail_all(self, error: BaseException) -> None:
         outbox = []
@@ -394,6 +385,6 @@ class TransformersEngine(TokenizerMethods):
                 pass  # its loop is closed
 
 
-def _put_all(outbox: list[tuple[_Sequence, GenerationDelta | BaseException]]) -> None:
+def _put_all(outbox: list[tuple[SequenceState, GenerationDelta | BaseException]]) -> None:
     for seq, item in outbox:
         seq.queue.put_nowait(item)

@@ -48,7 +48,7 @@ def test_free_slots_bound_admission() -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    with running_engine(max_num_seqs=4, max_model_len=512, max_prefill_tokens=48) as eng:
+    with running_engine(max_num_seqs=4, max_model_len=512, max_prefill_tokens=48, prefix_cache_mb=0) as eng:
         yield eng
 
 
