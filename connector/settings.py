@@ -70,7 +70,9 @@ class ConnectorSettings(FileSettings):
     redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:port/db; none: in-process store")
     redis_ca_bundle: str | None = Field(None, description="CA file for rediss:// (TLS); default: the system's")
     context_ttl_s: int = Field(1800, ge=1)
-    context_max_turns: int = Field(40, ge=2)
+    context_max_turns: int = Field(40, ge=2, description="history kept per context (user and assistant turns); "
+                                   "past it the oldest half goes at once, so the prompt's beginning stays the "
+                                   "same and the inference server's prefix cache reuses it")
     context_window: int | None = Field(None, ge=64, description="default: the model's max_model_len")
     context_turns_with_documents: int | None = Field(
         None, ge=0, description="history turns sent with the question when skills add documents (a small model "

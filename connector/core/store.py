@@ -34,6 +34,17 @@ class DedupStore(Protocol):
         """Was the key sighted already (within the TTL)? Only looks: a later first_sighting still counts."""
 
 
+def kept_turns(length: int, max_turns: int, added: int) -> int:
+    """How many of a context's newest turns to keep once `added` were appended and it holds `length`: all up to
+    `max_turns`; past it, the newest half (whole exchanges, at least what was just added). Dropping half at once
+    instead of the oldest exchange each time keeps the history's beginning the same for max_turns / 4 exchanges,
+    so the inference server's prefix cache can reuse the conversation's prompt (a sliding window changes its
+    start every turn, and every prompt is prefilled whole)."""
+    if length <= max_turns:
+        return length
+    return min(max_turns, max(max_turns // 4 * 2, added, 2))
+
+
 class MemoryContextStore:
     def __init__(self, ttl_s: float, max_turns: int, max_keys: int = 10_000) -> None:
         self.ttl_s, self.max_turns, self.max_keys = ttl_s, max_turns, max_keys
@@ -48,7 +59,8 @@ class MemoryContextStore:
 
     async def append(self, key: str, turns: list[Turn]) -> None:
         history = (await self.load(key)) + turns
-        self._data[key] = (time.monotonic() + self.ttl_s, history[-self.max_turns:])
+        self._data[key] = (time.monotonic() + self.ttl_s, history[-kept_turns(len(history), self.max_turns,
+                                                                              len(turns)):])
         self._data.move_to_end(key)
         while len(self._data) > self.max_keys:
             self._data.popitem(last=False)
@@ -142,9 +154,11 @@ class RedisStores:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(name, *[json.dumps({"role": t.role, "content": t.content}, ensure_ascii=False)
                                    for t in turns])
-                pipe.ltrim(name, -self.max_turns, -1)
                 pipe.expire(name, self.ttl_s)
-                await pipe.execute()
+                length, _ = await pipe.execute()
+            keep = kept_turns(length, self.max_turns, len(turns))
+            if keep < length:  # one writer per context (the dispatcher orders them): no race with the push
+                await self._redis.ltrim(name, -keep, -1)
         except Exception as exc:
             self._down("append", exc)
             return
