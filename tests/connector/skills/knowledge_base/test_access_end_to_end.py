@@ -18,7 +18,7 @@ import pytest
 
 from ....servers import ServerProcess
 from ...conftest import connector_process, start_connector
-from ...helpers import finalized, reply_texts
+from ...helpers import finalized, shown_texts
 from ...sandbox.helpers import new_app, send, wait_for
 
 pytestmark = pytest.mark.slow
@@ -89,10 +89,10 @@ def test_documents_by_department_group_rule_and_listing(emulator, access_connect
 
     # /kb lists only what the asker may read
     listing = send(emulator, app[0], "/kb", user=bob)
-    text = reply_texts(emulator, listing["conversationId"], 1)[-1]
+    text = shown_texts(emulator, listing["conversationId"], 2)[-1]  # after the answer in the same DM
     assert "public/canteen.md" in text and "finance/budget.md" not in text, text
     listing = send(emulator, app[0], "/kb", user=ann)
-    text = reply_texts(emulator, listing["conversationId"], 1)[-1]
+    text = shown_texts(emulator, listing["conversationId"], 2)[-1]  # after the answer in the same DM
     assert "public/canteen.md" in text and "finance/budget.md" in text, text
 
     # the departments came from the contact API, once per user (cached for directory_ttl_s)
