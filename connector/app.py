@@ -250,10 +250,13 @@ def build_app(settings: ConnectorSettings) -> ConnectorApp:
     async def seen(message: IncomingMessage) -> bool:
         return await dedup_store.seen(dedup_key(message))
 
+    async def sighted(message: IncomingMessage) -> bool:  # a shed message's busy notice is its one answer
+        return await dedup_store.first_sighting(dedup_key(message))
+
     intake = Intake(dispatcher, m, notify, on_refused=None if audit is None else lambda msg, reason: audit.submit(
         Trail(msg, outcome="refused", reason=reason, finished_mono=time.monotonic())), sink=replies,
         shedding=Shedding(s.max_expected_wait_s, dispatcher.rate) if s.max_expected_wait_s else None, seen=seen,
-        refresh_s=s.queue_refresh_s, notice_after_s=s.queue_notice_after_s)
+        refresh_s=s.queue_refresh_s, notice_after_s=s.queue_notice_after_s, sighted=sighted)
     dispatcher.on_done = intake.on_done
     transport = StreamTransport(
         client_id=s.client_id, client_secret=s.client_secret.get_secret_value(), on_message=intake.on_message,

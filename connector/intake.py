@@ -41,17 +41,20 @@ class Intake:
     naming the wait instead (reason "shed"). Where the sink cannot acknowledge (no card permission), a message
     whose expected wait is over `notice_after_s` (0: never) gets one text notice with its position and the wait.
     `seen(message)` tells redeliveries of answered messages apart: they get none of these (the pipeline's dedup
-    drops them)."""
+    drops them); `sighted(message)` records a shed message as answered by its busy notice, so its redeliveries
+    get nothing more either."""
 
     def __init__(self, dispatcher: Dispatcher, metrics: ConnectorMetrics, notify: Notify,
                  on_refused: Callable[[IncomingMessage, str], None] | None = None, *,
                  sink: ReplySink | None = None, shedding: Shedding | None = None,
                  seen: Callable[[IncomingMessage], Awaitable[bool]] | None = None, refresh_s: float = 2.0,
-                 notice_after_s: float = 0.0) -> None:
+                 notice_after_s: float = 0.0,
+                 sighted: Callable[[IncomingMessage], Awaitable[bool]] | None = None) -> None:
         self.dispatcher, self.metrics, self.notify = dispatcher, metrics, notify
         self.on_refused = on_refused
         self.sink, self.shedding, self.seen, self.refresh_s = sink, shedding, seen, refresh_s
         self.notice_after_s = notice_after_s
+        self.sighted = sighted  # marks the message as answered; False when it was already (the dedup store)
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self._queued: dict[int, tuple[IncomingMessage, QueuedReply]] = {}  # acknowledged, not yet started
@@ -84,6 +87,14 @@ class Intake:
                 log.exception("refused message %s not recorded", message.message_id)
         self._spawn(self.notify(message, notice or (RESTARTING() if reason == "restarting" else BUSY())))
 
+    async def _first_sighting(self, message: IncomingMessage) -> bool:
+        assert self.sighted is not None
+        try:
+            return await self.sighted(message)
+        except Exception:
+            log.exception("could not record %s as answered", message.message_id)
+            return True
+
     async def _already_answered(self, message: IncomingMessage) -> bool:
         if self.seen is None:
             return False
@@ -94,7 +105,11 @@ class Intake:
             return False
 
     async def _shed(self, message: IncomingMessage, wait_s: float) -> None:
-        if await self._already_answered(message):  # a redelivery: no busy notice, counted as the pipeline would
+        # the busy notice is this message's answer: remembered (sighted), so a redelivery of it, shed again or
+        # accepted later, gets nothing more; without `sighted` only answered messages are told apart (seen)
+        repeated = (not await self._first_sighting(message)) if self.sighted is not None \
+            else await self._already_answered(message)
+        if repeated:  # a redelivery: no busy notice, counted as the pipeline would
             self.metrics.duplicates.inc()
             return
         self.metrics.shed.inc()

@@ -147,3 +147,52 @@ def test_without_cards_only_a_long_wait_gets_a_notice() -> None:
     sent.clear()
     asyncio.run(go(0))  # 0: never
     assert sent == []
+
+
+def test_a_shed_message_redelivered_gets_one_busy_notice() -> None:
+    """The busy notice is the shed message's answer: its redeliveries (shed again) get nothing more."""
+    from connector.core.capacity import ServiceRate, Shedding
+    from connector.core.dispatcher import Dispatcher
+    from connector.core.middleware import dedup_key
+    from connector.core.store import MemoryDedupStore
+
+    now = [0.0]
+    rate = ServiceRate(min_samples=1, clock=lambda: now[0])
+    rate.started()
+    now[0] += 100
+    rate.finished()  # one answer in 100 busy seconds: any wait is long
+    sent: list[str] = []
+
+    async def notify(msg: IncomingMessage, text: str) -> None:
+        sent.append(msg.message_id)
+
+    async def go() -> ConnectorMetrics:
+        release = asyncio.Event()
+
+        async def handler(message: IncomingMessage) -> None:
+            await release.wait()
+
+        store = MemoryDedupStore(60)
+
+        async def sighted(message: IncomingMessage) -> bool:
+            return await store.first_sighting(dedup_key(message))
+
+        dispatcher = Dispatcher(handler, max_in_flight=1, max_backlog=10, rate=rate)
+        metrics = ConnectorMetrics()
+        intake = Intake(dispatcher, metrics, notify, shedding=Shedding(5, rate), sighted=sighted)  # type: ignore[arg-type]
+        busy = IncomingMessage(platform="test", message_id="m0", delivery_id="d0", conversation_id="c0",
+                               conversation_kind="dm", sender_id="u0", sender_name="u", text="hi", msgtype="text")
+        intake.on_message(busy)  # runs: the box is now busy
+        for delivery in ("d1", "d1-again"):  # m1, then its redelivery: both shed
+            intake.on_message(IncomingMessage(platform="test", message_id="m1", delivery_id=delivery,
+                                              conversation_id="c1", conversation_kind="dm", sender_id="u1",
+                                              sender_name="u", text="hi", msgtype="text"))
+            await intake.settle()
+        release.set()
+        await dispatcher.drain(5)
+        return metrics
+
+    metrics = asyncio.run(go())
+    assert sent == ["m1"]  # one busy notice
+    text = metrics.render()
+    assert b"connector_shed_total 1.0" in text and b"connector_duplicates_total 1.0" in text
