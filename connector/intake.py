@@ -87,29 +87,22 @@ class Intake:
                 log.exception("refused message %s not recorded", message.message_id)
         self._spawn(self.notify(message, notice or (RESTARTING() if reason == "restarting" else BUSY())))
 
-    async def _first_sighting(self, message: IncomingMessage) -> bool:
-        assert self.sighted is not None
-        try:
-            return await self.sighted(message)
-        except Exception:
-            log.exception("could not record %s as answered", message.message_id)
-            return True
-
-    async def _already_answered(self, message: IncomingMessage) -> bool:
-        if self.seen is None:
+    async def _already_answered(self, message: IncomingMessage, *, record: bool = False) -> bool:
+        """Was this message answered before? With `record` (and `sighted`), it counts as answered from now on."""
+        check = self.sighted if record and self.sighted is not None else self.seen
+        if check is None:
             return False
         try:
-            return await self.seen(message)
-        except Exception:
-            log.exception("could not tell whether %s was seen before", message.message_id)
+            answered = await check(message)
+        except Exception:  # the dedup store is down: treat it as new (as the pipeline's dedup does)
+            log.exception("could not tell whether %s was answered before", message.message_id)
             return False
+        return not answered if check is self.sighted else answered
 
     async def _shed(self, message: IncomingMessage, wait_s: float) -> None:
         # the busy notice is this message's answer: remembered (sighted), so a redelivery of it, shed again or
         # accepted later, gets nothing more; without `sighted` only answered messages are told apart (seen)
-        repeated = (not await self._first_sighting(message)) if self.sighted is not None \
-            else await self._already_answered(message)
-        if repeated:  # a redelivery: no busy notice, counted as the pipeline would
+        if await self._already_answered(message, record=True):  # a redelivery: no notice, counted as a duplicate
             self.metrics.duplicates.inc()
             return
         self.metrics.shed.inc()

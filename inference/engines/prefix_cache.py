@@ -60,8 +60,8 @@ class PrefixCache:
     def lookup(self, prompt: list[int] | tuple[int, ...]) -> Hit | None:
         """The entry sharing the longest prefix with `prompt` (at least MIN_HIT_TOKENS), leaving at least one
         prompt token to run (its logits give the first new token)."""
+        self.queried_tokens += len(prompt)
         if not self._entries or len(prompt) <= MIN_HIT_TOKENS:
-            self.queried_tokens += len(prompt)
             return None
         wanted = torch.tensor(prompt, dtype=torch.long)
         best: Hit | None = None
@@ -74,7 +74,6 @@ class PrefixCache:
             common = min(common, len(prompt) - 1)
             if common >= MIN_HIT_TOKENS and (best is None or common > best.length):
                 best = Hit(entry, common)
-        self.queried_tokens += len(prompt)
         if best is not None:
             self.hit_tokens += best.length
             self._entries.move_to_end(best.entry.key)
