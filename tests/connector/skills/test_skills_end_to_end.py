@@ -91,7 +91,9 @@ def test_knowledge_base_answers_from_the_samples_with_citations(emulator, kb_con
     (docs / "访客须知.md").write_text("访客进入厂区必须在门卫室登记，访客证编号以 VZ 开头。", encoding="utf-8")
     wait_for(lambda: httpx.get(proc.url + "/health").json()["skills"]["knowledge_base"]["documents"] == 5,
              timeout=30)
-    assert "knowledge base scan: 1 added, 0 updated, 0 removed, 4 unchanged" in proc.log()
+    # the index counts the document while the scan runs; the scan's line is logged once it is over
+    wait_for(lambda: "knowledge base scan: 1 added, 0 updated, 0 removed, 4 unchanged" in proc.log(), timeout=30,
+             describe=proc.log_tail)
 
 
 def test_third_party_skill_from_its_own_package_answers(emulator, kb_connector) -> None:
@@ -111,7 +113,10 @@ def test_a_skill_that_cannot_run_stops_the_connector_with_a_clear_message(emulat
     plugins = {"knowledge_base": {"enabled": True, "folder": str(tmp_path / "nowhere")}}
     proc = connector_process("connector-bad-skill", emulator=emulator, client_id=app[0], secret=app[1],
                              model_url=inference.url + "/v1", plugins=json.dumps(plugins))
-    proc.start(log_dir)
-    assert proc.proc.wait(60) != 0
+    try:
+        proc.start(log_dir)
+        assert proc.proc.wait(60) != 0
+    finally:
+        proc.stop()
     log = proc.log()
     assert f"folder {tmp_path / 'nowhere'} does not exist" in log and "Traceback" not in log
