@@ -57,6 +57,10 @@ class InferenceSettings(FileSettings):
     ssl_certfile: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; scripts/make_certs.py)")
     ssl_keyfile: Path | None = Field(None, description="its private key (PEM)")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
+    cpu_gemm: Literal["auto", "onednn", "native"] = Field(
+        "auto", description="transformers engine on a CPU, float32 linear layers: onednn prepacks the weights for "
+                            "oneDNN (vLLM-CPU's kernel; much faster on AMD), native keeps torch's default (MKL), "
+                            "auto times both on this CPU at load and keeps the faster")
     prefix_cache_mb: int | None = Field(None, ge=0, description="transformers engine: MiB of finished sequences' "
                                         "KV cache kept so a prompt that begins the same (a chat's next turn) skips "
                                         "prefilling that part; default 1024 on a CPU, 0 on a GPU (the VRAM plan "

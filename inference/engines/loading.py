@@ -299,6 +299,11 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
 
         on_load = METHOD
         choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {quantize_decoder(model).kernel}")
+    if device == "cpu":  # its float32 linears (in int8 mode lm_head; bitsandbytes' layers are not nn.Linear)
+        from .cpu_linear import choose_and_pack
+
+        gemm = choose_and_pack(model, settings.cpu_gemm)
+        choice = DtypeChoice(choice.dtype, f"{choice.reason}; {gemm.reason}")
     eos = eos_token_ids(model.generation_config.eos_token_id, tokenizer.eos_token_id)
     max_model_len = context_window(settings.max_model_len,
                                    int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN)))

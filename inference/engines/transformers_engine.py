@@ -80,10 +80,15 @@ class TransformersEngine(TokenizerMethods):
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
-        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
-        self._alive = True
+        """Load the model in the engine thread, which then runs every forward. The thread that prepacks oneDNN
+        weights (cpu_linear.py) must be the one that multiplies with them: loaded in another thread that stays
+        alive (asyncio.to_thread's worker), a decode step took 1.4-1.8x as long (AMD EPYC, docs/benchmarks.md)."""
+        loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._load_and_run, args=(loop, loaded), name="engine-loop",
+                                        daemon=True)
         self._thread.start()
+        await loaded
 
     def _load(self) -> None:
         loaded = load_transformers(self._settings)
@@ -139,7 +144,7 @@ class TransformersEngine(TokenizerMethods):
         if self._grammars is None:
             if self._model is None:
                 raise EngineNotRunning("The engine is not running.")
-            vocab = int(self._model.get_output_embeddings().weight.shape[0])
+            vocab = int(self._model.get_output_embeddings().out_features)  # lm_head may be prepacked: no .weight
             self._grammars = Grammars(self._tokenizer, vocab, self._eos)
         return self._grammars.compile(spec)
 
@@ -179,6 +184,21 @@ class TransformersEngine(TokenizerMethods):
         return self._grammars.matcher(compiled)
 
     # ---- engine thread -----------------------------------------------------------------
+
+    def _load_and_run(self, loop: asyncio.AbstractEventLoop, loaded: asyncio.Future[None]) -> None:
+        error: BaseException | None = None
+        try:
+            self._load()
+            self._alive = True
+        except BaseException as exc:
+            error = exc
+        try:
+            loop.call_soon_threadsafe(_settle, loaded, error)
+        except RuntimeError:  # the loop that started us is closed
+            self._alive = False
+            return
+        if error is None:
+            self._run()
 
     def _run(self) -> None:
         try:
@@ -383,6 +403,15 @@ class TransformersEngine(TokenizerMethods):
                 seq.loop.call_soon_threadsafe(seq.queue.put_nowait, item)
             except RuntimeError:
                 pass  # its loop is closed
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # start() was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _put_all(outbox: list[tuple[SequenceState, GenerationDelta | BaseException]]) -> None:
