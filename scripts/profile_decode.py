@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 ARITHMETIC = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear",
               "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
-              "aten::scaled_dot_product_attention", "aten::baddbmm")
+              "aten::scaled_dot_product_attention", "aten::baddbmm", "mkldnn::_linear_pointwise",
+              "aten::_int_mm", "quantized::linear_dynamic")
 CACHE = ("aten::cat", "aten::index_select", "aten::constant_pad_nd", "aten::copy_", "aten::clone",
          "aten::contiguous", "aten::index_copy_", "aten::slice_scatter", "aten::index_put_", "aten::expand",
          "aten::reshape", "aten::_unsafe_view", "aten::empty", "aten::resize_", "aten::narrow_copy")
@@ -106,7 +107,7 @@ def _breakdown(prof, steps: int) -> dict:
     for e in events:
         if e.name in REGIONS:
             regions[e.name] = regions.get(e.name, 0.0) + e.cpu_time_total / 1e3
-        elif e.name.startswith("aten::") and in_step(e):
+        elif e.name.startswith(("aten::", "mkldnn::", "quantized::")) and in_step(e):
             self_ms[e.name] = self_ms.get(e.name, 0.0) + e.self_cpu_time_total / 1e3
             calls[e.name] = calls.get(e.name, 0) + 1
     step_ms = regions.get("decode_step", 0.0)
