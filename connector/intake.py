@@ -41,8 +41,8 @@ class Intake:
     naming the wait instead (reason "shed"). Where the sink cannot acknowledge (no card permission), a message
     whose expected wait is over `notice_after_s` (0: never) gets one text notice with its position and the wait.
     `seen(message)` tells redeliveries of answered messages apart: they get none of these (the pipeline's dedup
-    drops them); `sighted(message)` records a shed message as answered by its busy notice, so its redeliveries
-    get nothing more either."""
+    drops them); `sighted(message)` records a shed or refused (backlog full) message as answered by its busy
+    notice, so its redeliveries get nothing more either."""
 
     def __init__(self, dispatcher: Dispatcher, metrics: ConnectorMetrics, notify: Notify,
                  on_refused: Callable[[IncomingMessage, str], None] | None = None, *,
@@ -73,7 +73,10 @@ class Intake:
                 self._spawn(self._shed(message, decision.expected_wait_s))
                 return
         if not self.dispatcher.submit(message):
-            self._refuse(message, "busy" if not self.stopping.is_set() else "restarting")
+            if self.stopping.is_set():  # not recorded: its redelivery after the restart is answered
+                self._refuse(message, "restarting")
+            else:
+                self._spawn(self._busy(message))
         elif fresh and self.sink is not None and self.dispatcher.ahead(message) is not None:
             self._spawn(self._acknowledge(message))
 
@@ -109,6 +112,13 @@ class Intake:
         log.info("shed %s: expected wait %.0f s > %.0f s", message.message_id, wait_s,
                  self.shedding.max_expected_wait_s if self.shedding else 0)
         self._refuse(message, "shed", SHED(wait=wait_in_words(wait_s)))
+
+    async def _busy(self, message: IncomingMessage) -> None:
+        """The backlog is full: the busy notice is this message's answer, remembered as a shed one is."""
+        if await self._already_answered(message, record=True):
+            self.metrics.duplicates.inc()
+            return
+        self._refuse(message, "busy")
 
     async def _acknowledge(self, message: IncomingMessage) -> None:
         if await self._already_answered(message) or self.sink is None:

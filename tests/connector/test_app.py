@@ -63,12 +63,51 @@ def test_a_refused_message_gets_busy_then_restarting_once_stopping() -> None:
     async def go() -> None:
         intake = Intake(FullDispatcher(), ConnectorMetrics(), notify)  # type: ignore[arg-type]
         intake.on_message(message)
+        await intake.settle()
         intake.stopping.set()
         intake.on_message(message)
         await intake.settle()
 
     asyncio.run(go())
     assert sent == [BUSY(), RESTARTING()]
+
+
+def test_a_message_refused_for_a_full_backlog_and_redelivered_gets_one_busy_notice() -> None:
+    """As a shed one: the busy notice is its answer (recorded in the dedup store), its redeliveries get nothing
+    more; once stopping, a refusal is not recorded (the redelivery after the restart is answered)."""
+    from connector.core.middleware import dedup_key
+    from connector.core.store import MemoryDedupStore
+
+    sent: list[str] = []
+
+    async def notify(msg: IncomingMessage, text: str) -> None:
+        sent.append(f"{msg.message_id}:{text}")
+
+    def message(mid: str, delivery: str) -> IncomingMessage:
+        return IncomingMessage(platform="test", message_id=mid, delivery_id=delivery, conversation_id="c",
+                               conversation_kind="dm", sender_id="u", sender_name="u", text="hi", msgtype="text")
+
+    async def go() -> ConnectorMetrics:
+        store = MemoryDedupStore(60)
+
+        async def sighted(msg: IncomingMessage) -> bool:
+            return await store.first_sighting(dedup_key(msg))
+
+        metrics = ConnectorMetrics()
+        intake = Intake(FullDispatcher(), metrics, notify, sighted=sighted)  # type: ignore[arg-type]
+        for delivery in ("d1", "d1-again", "d1-third"):
+            intake.on_message(message("m1", delivery))
+            await intake.settle()
+        intake.stopping.set()
+        for delivery in ("d2", "d2-again"):
+            intake.on_message(message("m2", delivery))
+            await intake.settle()
+        return metrics
+
+    metrics = asyncio.run(go())
+    assert sent == [f"m1:{BUSY()}", f"m2:{RESTARTING()}", f"m2:{RESTARTING()}"]
+    text = metrics.render()
+    assert b"connector_refused_total 3.0" in text and b"connector_duplicates_total 2.0" in text
 
 
 def test_outcomes_and_denied_documents_are_counted() -> None:
