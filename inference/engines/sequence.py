@@ -61,3 +61,19 @@ class SequenceState:
         if finish:
             self.done = True
         return delta
+
+
+def settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """In the event loop: the engine's start() learns how loading went."""
+    if future.done():  # start() was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def put_all(outbox: list[tuple[SequenceState, GenerationDelta | BaseException]]) -> None:
+    """In the event loop: one engine step's deltas (or errors) into their streams' queues."""
+    for seq, item in outbox:
+        seq.queue.put_nowait(item)

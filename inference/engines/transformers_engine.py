@@ -37,7 +37,7 @@ from .memory import IdleTrim
 from .prefill import Chunked, plan_step
 from .prefix_cache import PrefixCache
 from .sampling import sample_next_tokens, token_logprobs
-from .sequence import SequenceState
+from .sequence import SequenceState, put_all, settle
 from .structured import Grammars
 
 log = logging.getLogger("inference.engine")
@@ -80,13 +80,10 @@ class TransformersEngine(TokenizerMethods):
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the model in the engine thread, which then runs every forward. The thread that prepacks oneDNN
-        weights (cpu_linear.py) must be the one that multiplies with them: loaded in another thread that stays
-        alive (asyncio.to_thread's worker), a decode step took 1.4-1.8x as long (AMD EPYC, docs/benchmarks.md)."""
-        loop = asyncio.get_running_loop()
-        loaded: asyncio.Future[None] = loop.create_future()
-        self._thread = threading.Thread(target=self._load_and_run, args=(loop, loaded), name="engine-loop",
-                                        daemon=True)
+        """The engine thread loads the model, then runs every forward (oneDNN weights prepacked in another live
+        thread made a decode step 1.4-1.8x as long: AMD EPYC, docs/benchmarks.md "oneDNN prepacked linears")."""
+        loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._thread = threading.Thread(target=self._load_and_run, args=(loaded,), name="engine-loop", daemon=True)
         self._thread.start()
         await loaded
 
@@ -185,19 +182,18 @@ class TransformersEngine(TokenizerMethods):
 
     # ---- engine thread -----------------------------------------------------------------
 
-    def _load_and_run(self, loop: asyncio.AbstractEventLoop, loaded: asyncio.Future[None]) -> None:
+    def _load_and_run(self, loaded: asyncio.Future[None]) -> None:
         error: BaseException | None = None
         try:
             self._load()
-            self._alive = True
         except BaseException as exc:
             error = exc
+        self._alive = error is None
         try:
-            loop.call_soon_threadsafe(_settle, loaded, error)
+            loaded.get_loop().call_soon_threadsafe(settle, loaded, error)
         except RuntimeError:  # the loop that started us is closed
             self._alive = False
-            return
-        if error is None:
+        if self._alive:
             self._run()
 
     def _run(self) -> None:
@@ -237,8 +233,7 @@ class TransformersEngine(TokenizerMethods):
     def _deliver(self, outbox: list[tuple[SequenceState, GenerationDelta | BaseException]]) -> None:
         if not outbox:
             return
-        loop = outbox[0][0].loop
-        loop.call_soon_threadsafe(_put_all, outbox)
+        outbox[0][0].loop.call_soon_threadsafe(put_all, outbox)  # every sequence lives on the server's one loop
 
     def _drop_aborted(self) -> None:
         if any(s.aborted for s in self._waiting):
@@ -403,17 +398,3 @@ class TransformersEngine(TokenizerMethods):
                 seq.loop.call_soon_threadsafe(seq.queue.put_nowait, item)
             except RuntimeError:
                 pass  # its loop is closed
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # start() was cancelled
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
-def _put_all(outbox: list[tuple[SequenceState, GenerationDelta | BaseException]]) -> None:
-    for seq, item in outbox:
-        seq.queue.put_nowait(item)

@@ -50,6 +50,7 @@ def test_a_message_refused_at_intake_is_recorded(tmp_path) -> None:
                                           openapi_endpoint="http://127.0.0.1:9"))
         app.intake.dispatcher = FullDispatcher()  # type: ignore[assignment]
         app.intake.on_message(message("hello?"))
+        await app.intake.settle()  # its busy refusal is recorded first
         app.intake.stopping.set()
         app.intake.on_message(message("still there?"))
         await app.intake.settle()  # the busy notices (undeliverable here: only logged)
