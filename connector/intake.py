@@ -76,7 +76,7 @@ class Intake:
             if self.stopping.is_set():  # not recorded: its redelivery after the restart is answered
                 self._refuse(message, "restarting")
             else:
-                self._spawn(self._busy(message))
+                self._spawn(self._refuse_once(message, "busy"))
         elif fresh and self.sink is not None and self.dispatcher.ahead(message) is not None:
             self._spawn(self._acknowledge(message))
 
@@ -102,23 +102,21 @@ class Intake:
             return False
         return not answered if check is self.sighted else answered
 
-    async def _shed(self, message: IncomingMessage, wait_s: float) -> None:
-        # the busy notice is this message's answer: remembered (sighted), so a redelivery of it, shed again or
-        # accepted later, gets nothing more; without `sighted` only answered messages are told apart (seen)
-        if await self._already_answered(message, record=True):  # a redelivery: no notice, counted as a duplicate
-            self.metrics.duplicates.inc()
-            return
-        self.metrics.shed.inc()
-        log.info("shed %s: expected wait %.0f s > %.0f s", message.message_id, wait_s,
-                 self.shedding.max_expected_wait_s if self.shedding else 0)
-        self._refuse(message, "shed", SHED(wait=wait_in_words(wait_s)))
-
-    async def _busy(self, message: IncomingMessage) -> None:
-        """The backlog is full: the busy notice is this message's answer, remembered as a shed one is."""
+    async def _refuse_once(self, message: IncomingMessage, reason: str, notice: str | None = None) -> bool:
+        """A busy notice (shed, or the backlog full) is the message's answer: remembered (sighted), so a redelivery
+        of it, refused again or accepted later, gets nothing more (counted as a duplicate); without `sighted` only
+        answered messages are told apart (seen). False when it was such a redelivery."""
         if await self._already_answered(message, record=True):
             self.metrics.duplicates.inc()
-            return
-        self._refuse(message, "busy")
+            return False
+        self._refuse(message, reason, notice)
+        return True
+
+    async def _shed(self, message: IncomingMessage, wait_s: float) -> None:
+        if await self._refuse_once(message, "shed", SHED(wait=wait_in_words(wait_s))):
+            self.metrics.shed.inc()
+            log.info("shed %s: expected wait %.0f s > %.0f s", message.message_id, wait_s,
+                     self.shedding.max_expected_wait_s if self.shedding else 0)
 
     async def _acknowledge(self, message: IncomingMessage) -> None:
         if await self._already_answered(message) or self.sink is None:
