@@ -1,4 +1,10 @@
-"""Flow control: an async token bucket (app-wide API budget) and a per-key sliding window."""
+"""Flow control: an async token bucket (app-wide API budget) and a per-key sliding window.
+
+The bucket adapts to the server's own limit (additive increase, multiplicative decrease, as TCP does): a call the
+server refused for its rate (`slow_down`) halves the rate and empties the bank; each second without a refusal
+gives back a tenth of the configured rate. So replicas of one app, or another program using the same AppKey, that
+together exceed DingTalk's per-app limit settle on their shares after a refusal or two instead of being refused
+over and over; with the server's limit to itself the bucket keeps the configured rate."""
 
 from __future__ import annotations
 
@@ -12,8 +18,11 @@ class TokenBucket:
     lanes, and an `urgent` caller goes before every waiting normal one (a card's creation, the asker's first
     sign, before the streaming updates of answers already on screen)."""
 
+    RECOVERY_PER_S = 0.1  # of the configured rate, given back per second without a refusal
+    FLOOR = 0.1  # the rate never drops below this share of the configured one
+
     def __init__(self, rate: float, capacity: float | None = None) -> None:
-        self.rate = rate
+        self.rate = self.configured_rate = rate
         self.capacity = capacity if capacity is not None else max(1.0, rate)
         self._tokens = self.capacity
         self._updated = time.monotonic()
@@ -22,8 +31,18 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        elapsed = now - self._updated
+        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
+        if self.rate < self.configured_rate:
+            self.rate = min(self.configured_rate, self.rate + elapsed * self.configured_rate * self.RECOVERY_PER_S)
         self._updated = now
+
+    def slow_down(self) -> None:
+        """The server refused a call for its rate: halve ours (not below FLOOR of the configured rate) and
+        empty the bank, so the next calls wait for the server's window to pass."""
+        self._refill()
+        self.rate = max(self.configured_rate * self.FLOOR, self.rate / 2)
+        self._tokens = min(self._tokens, 0.0)
 
     async def acquire(self, urgent: bool = False) -> None:
         if not any(self._lanes) and self.try_acquire():

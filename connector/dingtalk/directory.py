@@ -30,7 +30,8 @@ PERMISSION = "qyapi_get_member"
 NO_PERMISSION = {"60011", "88"}  # 88 carries sub_code 60011 on some gateways
 UNKNOWN_USER = "60121"
 BAD_TOKEN = {"40014", "42001", "40001"}
-BUSY = {"-1", "90002", "90018"}  # system busy, QPS limits
+BUSY = {"-1", "90002"}  # system busy
+QPS_LIMITED = "90018"  # the app's QPS limit: retried after the window, and the bucket slows down
 
 
 class DingTalkDirectory:
@@ -79,6 +80,8 @@ class DingTalkDirectory:
                 self._on_call(USER_GET, error.kind)
                 if error.permission:
                     self._report_permission()
+                if error.qps_limited:
+                    self.bucket.slow_down()
                 raise error
 
         return await self.api.retry.run(attempt)
@@ -91,6 +94,8 @@ class DingTalkDirectory:
         if r.status_code != 200:  # a gateway error, or a fault the emulator injected
             return DingTalkAPIError(r.status_code, code, message, retry_after=parse_retry_after(
                 r.headers.get("retry-after")))
+        if code == QPS_LIMITED:
+            return DingTalkAPIError(429, code, message or "QPS limit")
         if code in BUSY:
             return DingTalkAPIError(503, code, message or "system busy")
         return DingTalkAPIError(400, code, message)

@@ -2,7 +2,9 @@
 
 Calls follow ``core.retry.RetryPolicy`` (by default 3 attempts in all, that is one try
 and two retries, backoff factor 1.5, honouring Retry-After). Retried: HTTP 429,
-QPS-limit 403s, 5xx and network errors. Never retried: permission errors (logged
+QPS-limit 403s, 5xx and network errors; a QPS refusal waits out DingTalk's one-second window before the retry
+(unless the server names a Retry-After) and slows the app-wide budget down (``TokenBucket.slow_down``: replicas
+of one app share DingTalk's limit and settle on their shares). Never retried: permission errors (logged
 once, naming the missing scope), bad parameters, an unpublished template. A 401
 refreshes the access token once per call, without spending an attempt.
 """
@@ -22,6 +24,8 @@ from ..core.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger("connector.dingtalk.api")
 
+QPS_WINDOW_S = 1.0  # DingTalk counts calls per app and API per second
+
 
 class DingTalkAPIError(Exception):
     def __init__(self, status: int, code: str, message: str, required_scopes: list[str] | None = None,
@@ -29,7 +33,8 @@ class DingTalkAPIError(Exception):
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
         self.required_scopes = required_scopes or []
-        self.retry_after = retry_after  # seconds, when the server sent Retry-After
+        # seconds, when the server sent Retry-After; a QPS refusal without one waits for the next window
+        self.retry_after = QPS_WINDOW_S if retry_after is None and self.qps_limited else retry_after
 
     @property
     def qps_limited(self) -> bool:
@@ -131,6 +136,8 @@ class DingTalkAPI:
                 self._on_call(path, error.kind)
                 if error.permission:
                     self._report_permission(path, error)
+                if error.qps_limited and budgeted:
+                    self.bucket.slow_down()
                 raise error
 
         return await self.retry.run(attempt)

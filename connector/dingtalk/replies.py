@@ -2,7 +2,9 @@
 
 A card shows the thinking state at once (createAndDeliver, flowStatus 1), then
 full-text updates at most every `card_update_interval_s` per card and under the
-app-wide card budget, then isFinalize and flowStatus 3 (or isError and 5).
+app-wide card budget, then isFinalize and flowStatus 3 (or isError and 5); the final update goes before other
+answers' waiting updates, and when DingTalk refuses it on every attempt the card is still closed (flowStatus 5)
+and the answer goes by markdown: no card is left "generating".
 When cards cannot be used (missing permission, unpublished template, repeated
 QPS / 5xx errors) the answer goes by markdown through the sessionWebhook, or the
 robot send API once the webhook has expired; cards are tried again after a cool-off.
@@ -248,9 +250,10 @@ class CardReply:
             self._dirty.set()
 
     async def _stream(self, content: str, *, finalize: bool = False, error: bool = False) -> None:
+        """A full-text update; the final one goes before the waiting updates of other answers (`urgent`)."""
         await self.owner.api.call("PUT", "/v1.0/card/streaming", {
             "outTrackId": self.out_track_id, "guid": uuid.uuid4().hex, "key": self.settings.card_content_key,
-            "content": content, "isFull": True, "isFinalize": finalize, "isError": error})
+            "content": content, "isFull": True, "isFinalize": finalize, "isError": error}, urgent=finalize)
 
     async def _flush_loop(self) -> None:
         interval = self.settings.card_update_interval_s
@@ -300,20 +303,22 @@ class CardReply:
         await self._stop_flusher()
         self.owner.cards.live.discard(self)
         if self.card and not self._cancelled:
+            shown = True
             try:
                 await self._stream(for_dingtalk(text), finalize=True, error=error)
-                try:
-                    await self.owner.api.call("PUT", "/v1.0/card/instances", {
-                        "outTrackId": self.out_track_id,
-                        "cardData": {"cardParamMap": {"flowStatus": "5" if error else "3"}},
-                        "cardUpdateOptions": {"updateCardDataByKey": True}})
-                except DingTalkAPIError as exc:
-                    self.owner.hooks.on_error(f"card_{exc.kind}")
-                if not self._degraded:
-                    self.owner.hooks.on_reply("card")
-                    return
             except DingTalkAPIError as exc:
                 self.owner.hooks.on_error(f"card_{exc.kind}")
+                shown = False  # the answer goes by markdown; the card is still closed, as failed
+            try:  # a card is never left "generating" (DingTalk users' common complaint: cards never finalized)
+                await self.owner.api.call("PUT", "/v1.0/card/instances", {
+                    "outTrackId": self.out_track_id,
+                    "cardData": {"cardParamMap": {"flowStatus": "3" if shown and not error else "5"}},
+                    "cardUpdateOptions": {"updateCardDataByKey": True}}, urgent=True)
+            except DingTalkAPIError as exc:
+                self.owner.hooks.on_error(f"card_{exc.kind}")
+            if shown and not self._degraded:
+                self.owner.hooks.on_reply("card")
+                return
         if self._cancelled and self.card:
             text = (text.rstrip() + "\n\n" + REPLY_INTERRUPTED()) if text.strip() else text
         try:

@@ -116,6 +116,24 @@ async def test_urgent_callers_go_before_waiting_normal_ones_fifo_within_each() -
     assert time.monotonic() - started >= 4 / 50 * 0.9  # urgent or not, the rate holds
 
 
+async def test_a_refusal_halves_the_rate_which_then_recovers(monkeypatch) -> None:
+    """AIMD: the server's refusal halves the rate (never below a tenth) and empties the bank; each clean second
+    gives back a tenth of the configured rate."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    bucket = TokenBucket(rate=20, capacity=4)
+    bucket.slow_down()
+    assert bucket.rate == 10 and not bucket.try_acquire()  # the bank is empty: wait for the window
+    for _ in range(5):
+        bucket.slow_down()
+    assert bucket.rate == 2  # the floor: a tenth of the configured rate
+    clock[0] += 2.0  # two clean seconds: +2 tokens per second each
+    assert bucket.try_acquire() and bucket.rate == 6
+    clock[0] += 60.0
+    bucket.try_acquire()
+    assert bucket.rate == bucket.configured_rate == 20  # never above the configured budget
+
+
 async def test_memory_context_store_ttl_and_trim() -> None:
     store = MemoryContextStore(ttl_s=0.1, max_turns=4)
     await store.append("k", [Turn("user", str(i)) for i in range(6)])

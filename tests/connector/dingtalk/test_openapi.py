@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from connector.dingtalk.openapi import DingTalkAPIError
+from connector.dingtalk.openapi import DingTalkAPI, DingTalkAPIError
 from connector.sandbox import SANDBOX_AI_CARD_TEMPLATE
 
 from ...servers import free_port
@@ -114,7 +114,7 @@ async def test_429_and_qps_403_are_retried_honouring_retry_after(emulator, app) 
         add_fault(emulator, BATCH_SEND, status=403, code="Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", count=1)
         await api.call("POST", BATCH_SEND, _robot_text(app[0]))
     assert [c["status"] for c in calls_of(emulator, app[0], BATCH_SEND)] == [429, 403, 200]
-    assert waits.asked == [2.0, 0.015]  # the server's Retry-After, then the policy's own second delay
+    assert waits.asked == [2.0, 1.0]  # the server's Retry-After, then DingTalk's one-second QPS window
 
     waits.asked.clear()
     async with httpx.AsyncClient(transport=_RetryAfterOn429("600")) as http:
@@ -176,6 +176,27 @@ async def test_card_calls_stay_within_the_app_wide_budget(emulator, http) -> Non
         "isFinalize": False, "isError": False}) for _ in range(25)), return_exceptions=True)
     refused = [r for r in results if isinstance(r, DingTalkAPIError)]
     assert refused and all(r.qps_limited and r.kind == "qps" for r in refused)  # the emulator does enforce it
+
+
+async def test_two_replicas_of_one_app_settle_within_its_limit(emulator, http) -> None:
+    """Two connectors of one app (replicas), each budgeted for the app's whole limit: after the first refusals
+    each slows down, every call lands within the policy's three attempts, and refusals stay rare."""
+    client_id, secret = new_app(emulator, qps_limit=10)
+    replicas = [dingtalk_api(emulator, http, client_id, secret, card_qps=10, retry=fast_retry(attempts=3))
+                for _ in range(2)]
+    out_track_id = uuid.uuid4().hex
+    await replicas[0].call("POST", CREATE_CARD, _card(out_track_id))
+
+    async def updates(api: DingTalkAPI, n: int) -> None:
+        for i in range(n):
+            await api.call("PUT", STREAM, {"outTrackId": out_track_id, "guid": uuid.uuid4().hex, "key": "msgContent",
+                                           "content": f"text {i}", "isFull": True, "isFinalize": False,
+                                           "isError": False})
+
+    await asyncio.gather(*(updates(api, 8) for api in replicas for _ in range(4)))  # 64 updates, 32 each
+    statuses = [c["status"] for c in calls_of(emulator, client_id, STREAM)]
+    assert statuses.count(200) == 64, statuses
+    assert statuses.count(403) <= 12, statuses  # a few refusals teach each replica its share
 
 
 @pytest.mark.usefixtures("faults")

@@ -168,6 +168,25 @@ async def test_failing_card_updates_degrade_to_markdown_and_pause_cards(emulator
 
 
 @pytest.mark.usefixtures("faults")
+async def test_a_refused_final_update_still_closes_the_card_and_the_answer_goes_by_markdown(emulator, app, wire) -> None:
+    """DingTalk refuses the final update for its QPS limit, every attempt: the card is not left "generating" (it
+    is closed as failed) and the whole answer reaches the asker by the session webhook."""
+    replies, seen = wire(app)
+    message = incoming(emulator, app[0])
+    reply = replies.stream_reply(message)
+    await reply.start()
+    add_fault(emulator, STREAM, status=403, code="Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", count=3)
+    started = time.monotonic()
+    await reply.finish("The whole answer.")
+    assert time.monotonic() - started >= 1.8  # each retry waited for DingTalk's next one-second window
+    shown = card(emulator, reply.out_track_id)
+    assert (shown["flowStatus"], shown["finalized"]) == ("5", True)  # closed, as failed
+    texts = [r["content"]["text"] for r in replies_of(emulator, message.conversation_id)]
+    assert texts == ["The whole answer."] and seen.paths == ["webhook"] and seen.errors == ["card_qps"]
+    assert replies.api.bucket.rate < replies.api.bucket.configured_rate  # and the app's budget slowed down
+
+
+@pytest.mark.usefixtures("faults")
 async def test_a_card_that_is_gone_cancels_the_reply(emulator, app, wire) -> None:
     replies, seen = wire(app)
     message = incoming(emulator, app[0])
