@@ -14,7 +14,7 @@ import pytest
 
 from inference.cpu import CpuInfo, cpu_info, parse_cpuinfo
 from inference.engines.errors import StartupError
-from inference.engines.loading import QuantScheme, cpu_dtype, folder_quantization, scheme_from_config
+from inference.engines.loading import cpu_dtype, folder_quantization, scheme_from_config
 from inference.engines.vllm_engine import VLLMEngine, engine_arguments
 from inference.settings import InferenceSettings
 from inference.types import GenerationRequest, SamplingParams
