@@ -61,6 +61,9 @@ class InferenceSettings(FileSettings):
         "auto", description="transformers engine on a CPU, float32 linear layers: onednn prepacks the weights for "
                             "oneDNN (vLLM-CPU's kernel; much faster on AMD), native keeps torch's default (MKL), "
                             "auto times both on this CPU at load and keeps the faster")
+    int8_rotation: bool = Field(False, description="int8 mode: rotate a Llama-style model before quantising "
+                                "(same model in float; spreads activation outliers: far less perplexity lost on "
+                                "long texts, about 20 % slower decoding today); off: quantise the weights as they are")
     prefix_cache_mb: int | None = Field(None, ge=0, description="transformers engine: MiB of finished sequences' "
                                         "KV cache kept so a prompt that begins the same (a chat's next turn) skips "
                                         "prefilling that part; default 1024 on a CPU, 0 on a GPU (the VRAM plan "

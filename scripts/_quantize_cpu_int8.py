@@ -24,7 +24,8 @@ def cpu_int8(args, model, tokenizer, eval_text: str, perplexity: Callable, answe
         f"(`INFERENCE_QUANTIZATION=int8 INFERENCE_MODEL_PATH={args.model}`); see QUANTIZATION.md.\n")
     extra: dict[str, Any] = {
         "applied_at": "load (INFERENCE_QUANTIZATION=int8); no model is saved",
-        "linear_layers": report.layers, "kernel": report.kernel, "quantize_seconds": round(seconds, 2),
+        "linear_layers": report.layers, "kernel": report.kernel, "rotation": report.rotation,
+        "quantize_seconds": round(seconds, 2),
         "weights": "int8, symmetric, one scale per output channel; lm_head stays float32",
         "activations": "int8, symmetric, one scale per token, computed at run time",
         "linear_weight_bytes": {"float": report.float_bytes, "int8": report.int8_bytes}}

@@ -3,7 +3,10 @@ output channel, and int8 activations quantised dynamically, one scale per token,
 int8 GEMM (`torch._int_mm`: oneDNN, which uses AVX512-VNNI, or AMX tiles where the CPU has them).
 
 Applied at load to every nn.Linear of the decoder (lm_head stays float32: on a model with tied
-embeddings an int8 copy would cost memory, and it costs the most perplexity); nothing is saved.
+embeddings an int8 copy would cost memory, and it costs the most perplexity); nothing is saved. With
+INFERENCE_INT8_ROTATION=true a Llama-style model is first rotated (`cpu_rotation.rotate`: the same model in
+float, with activations whose outliers are spread over every channel), which cuts the perplexity cost of
+per-token int8 activations on long texts, at some speed (docs/benchmarks.md).
 `scripts/quantize.py --method int8` reports the perplexity change on the same code.
 
 Why not a library's ready-made module (measured on AMD EPYC, 2 cores, torch 2.13, docs/benchmarks.md
@@ -37,6 +40,7 @@ class Int8Report:
     kernel: str  # what multiplies, for /version and the logs
     float_bytes: int  # bytes of the replaced float weights
     int8_bytes: int  # bytes of their int8 weights and scales
+    rotation: str | None = None  # cpu_rotation.rotate's description; None: the model was not rotated
 
 
 def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +91,13 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel x per-token"
 
 
-def quantize_decoder(model: Any) -> Int8Report:
+def quantize_decoder(model: Any, rotation: bool = False) -> Int8Report:
     """Replace every nn.Linear under the model's decoder (`model.model`, or the model itself when it has
-    none) with Int8Linear, in place; lm_head is left alone. Needs a float model on the CPU."""
+    none) with Int8Linear, in place, after rotating a Llama-style model if `rotation`; lm_head is left alone. Needs a float
+    model on the CPU."""
+    from .cpu_rotation import rotate
+
+    rotated = rotate(model) if rotation else None
     root = getattr(model, "model", model)
     replaced, float_bytes, int8_bytes = 0, 0, 0
     for name, module in list(root.named_modules()):
@@ -102,9 +110,9 @@ def quantize_decoder(model: Any) -> Int8Report:
     if not replaced:
         raise ValueError("the model has no nn.Linear layers to quantise")
     kernel = describe_kernel()
-    log.info("int8: %d linear layers quantised (%.0f -> %.0f MiB), %s", replaced, float_bytes / 2**20,
-             int8_bytes / 2**20, kernel)
-    return Int8Report(replaced, kernel, float_bytes, int8_bytes)
+    log.info("int8: %d linear layers quantised (%.0f -> %.0f MiB), %s; %s", replaced, float_bytes / 2**20,
+             int8_bytes / 2**20, kernel, rotated or "not rotated")
+    return Int8Report(replaced, kernel, float_bytes, int8_bytes, rotated)
 
 
 def describe_kernel() -> str:

@@ -298,7 +298,9 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
         from .cpu_int8 import METHOD, quantize_decoder
 
         on_load = METHOD
-        choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {quantize_decoder(model).kernel}")
+        report = quantize_decoder(model, settings.int8_rotation)
+        rotated = f"; {report.rotation}" if report.rotation else ""
+        choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {report.kernel}{rotated}")
     if device == "cpu":  # its float32 linears (in int8 mode lm_head; bitsandbytes' layers are not nn.Linear)
         from .cpu_linear import choose_and_pack
 
