@@ -14,7 +14,7 @@ outliers over every channel and changes nothing in float arithmetic, since x W^T
   signs (`HadamardInput`; QuaRot's one online rotation), its weight's columns the same way.
 
 Measured on the embedded model (int8 against float32): GPL-3 +4.89 % -> +0.26 %, GFDL-1.3 +3.78 % -> -0.05 %,
-Apache-2.0 +7.58 % -> +0.23 % (whole texts, the seed below; across 8 seeds a spread of about +-1 %, and
+Apache-2.0 +7.58 % -> +0.23 % (whole texts, the seed below; across six seeds a spread of about +-1 %, and
 some seeds turned the greedy answer to one knife-edge question into French: hence the chosen seed). On
 scripts/data/eval.txt (about 1,000 tokens, too few to tell) +1.13 % -> +2.17 %, and decoding is slower (the
 run-time Hadamard and the hooks: 33.5 vs 27.4 ms a token at batch 1 here): off by default
