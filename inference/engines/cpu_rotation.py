@@ -44,8 +44,8 @@ def _orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)
 def _hadamard(n: int) -> torch.Tensor:
     """Sylvester's Hadamard matrix of order n (a power of two), scaled to be orthogonal. One tensor per order,
-    shared by every layer: 1 MiB at 512 that stays in the CPU's cache (one copy per layer made a decode step
-    read 30 MiB more, 8 ms a token here)."""
+    shared by every layer: 1 MiB at 512 that can stay in the CPU's cache (a copy per layer is 30 MiB more to
+    read every decode step)."""
     h = torch.ones(1, 1)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
