@@ -42,7 +42,7 @@ class TokenBucket:
         empty the bank, so the next calls wait for the server's window to pass."""
         self._refill()
         self.rate = max(self.configured_rate * self.FLOOR, self.rate / 2)
-        self._tokens = min(self._tokens, 0.0)
+        self._tokens = 0.0
 
     async def acquire(self, urgent: bool = False) -> None:
         if not any(self._lanes) and self.try_acquire():

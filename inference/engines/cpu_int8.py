@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from .cpu_rotation import rotate
+
 log = logging.getLogger("inference.engine")
 
 METHOD = "int8"
@@ -93,10 +95,8 @@ class Int8Linear(torch.nn.Module):
 
 def quantize_decoder(model: Any, rotation: bool = False) -> Int8Report:
     """Replace every nn.Linear under the model's decoder (`model.model`, or the model itself when it has
-    none) with Int8Linear, in place, after rotating a Llama-style model if `rotation`; lm_head is left alone. Needs a float
-    model on the CPU."""
-    from .cpu_rotation import rotate
-
+    none) with Int8Linear, in place, after rotating a Llama-style model if `rotation`; lm_head is left
+    alone. Needs a float model on the CPU."""
     rotated = rotate(model) if rotation else None
     root = getattr(model, "model", model)
     replaced, float_bytes, int8_bytes = 0, 0, 0

@@ -17,11 +17,11 @@ Measured on the embedded model (int8 against float32): GPL-3 +4.89 % -> +0.26 %,
 Apache-2.0 +7.58 % -> +0.23 % (whole texts, the seed below; across six seeds a spread of about +-1 %, and
 some seeds turned the greedy answer to one knife-edge question into French: hence the chosen seed). On
 scripts/data/eval.txt (about 1,000 tokens, too few to tell) +1.13 % -> +2.17 %, and decoding is slower (the
-run-time Hadamard and the hooks: 33.5 vs 27.4 ms a token at batch 1 here): off by default
-(INFERENCE_INT8_ROTATION), until it is faster and measured on a larger pinned text. Written here because the libraries that do this (QuaRot,
-SpinQuant, llm-compressor's transforms) are GPU research code or export to formats this engine does not load;
-the arithmetic is a page. Llama-style decoders only (RMSNorm with a plain weight; model types in
-`SUPPORTED`); other models are quantised without rotation.
+run-time Hadamard and the hooks: 33.5 vs 27.4 ms a token at batch 1, AMD EPYC): off by default
+(INFERENCE_INT8_ROTATION), until it is faster and measured on a larger pinned text. Written here because the
+libraries that do this (QuaRot, SpinQuant, llm-compressor's transforms) are GPU research code or export to
+formats this engine does not load; the arithmetic is a page. Llama-style decoders only (RMSNorm with a plain
+weight; model types in `SUPPORTED`); other models are quantised without rotation.
 """
 
 from __future__ import annotations

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from inference.engines.cpu_int8 import quantize_decoder
-from inference.engines.cpu_rotation import HadamardInput, _hadamard, hadamard_block, rotate
+from inference.engines.cpu_rotation import (
+    HadamardInput,
+    _hadamard,
+    hadamard_block,
+    rotate,
+)
 
 
 @pytest.mark.parametrize("n", [1, 2, 64, 512])
