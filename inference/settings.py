@@ -61,6 +61,11 @@ class InferenceSettings(FileSettings):
         "auto", description="transformers engine on a CPU, float32 linear layers: onednn prepacks the weights for "
                             "oneDNN (vLLM-CPU's kernel; much faster on AMD), native keeps torch's default (MKL), "
                             "auto times both on this CPU at load and keeps the faster")
+    cpu_forward: Literal["lean", "transformers"] = Field(
+        "lean", description="transformers engine on a CPU: lean runs Llama-family models (llama, mistral, qwen2, "
+                            "qwen3) through one function over the layers with q/k/v and gate/up fused (less Python "
+                            "between ops, fewer GEMMs); transformers keeps the model's own forward; other models "
+                            "always use their own")
     int8_rotation: bool = Field(False, description="int8 mode: rotate a Llama-style model before quantising "
                                 "(same model in float; spreads activation outliers: far less perplexity lost on "
                                 "long texts, about 20 % slower decoding today); off: quantise the weights as they are")

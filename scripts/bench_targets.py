@@ -51,6 +51,10 @@ def targets(model: Path = MODEL, max_model_len: int = 4096, w8a8: Path | None = 
                             name, "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
                             # its default reservation (92 % of a NUMA node's RAM) is refused on a 24 GiB machine
                             "--gpu-memory-utilization", "0.4"), "/health"),
+        "ours-hf": Target("ours-hf", "ours (transformers engine, fp32, the model's own forward)", Path(sys.executable),
+                          ("-m", "inference"), "/ready",
+                          {"INFERENCE_MODEL_PATH": str(model), "INFERENCE_MAX_MODEL_LEN": str(max_model_len),
+                           "INFERENCE_CPU_FORWARD": "transformers"}),
         "ours-int8": Target("ours-int8", "ours (transformers engine, CPU int8)", Path(sys.executable),
                             ("-m", "inference"), "/ready",
                             {"INFERENCE_MODEL_PATH": str(model), "INFERENCE_MAX_MODEL_LEN": str(max_model_len),

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from .cpu_rotation import rotate
+from .lean_decoder import fuse_projections
 
 log = logging.getLogger("inference.engine")
 
@@ -93,11 +94,14 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel x per-token"
 
 
-def quantize_decoder(model: Any, rotation: bool = False) -> Int8Report:
+def quantize_decoder(model: Any, rotation: bool = False, fuse: bool = False) -> Int8Report:
     """Replace every nn.Linear under the model's decoder (`model.model`, or the model itself when it has
-    none) with Int8Linear, in place, after rotating a Llama-style model if `rotation`; lm_head is left
-    alone. Needs a float model on the CPU."""
+    none) with Int8Linear, in place, after rotating a Llama-style model if `rotation` and fusing its
+    projections for the lean forward if `fuse` (lean_decoder.py); lm_head is left alone. Needs a float
+    model on the CPU."""
     rotated = rotate(model) if rotation else None
+    if fuse:
+        fuse_projections(model)
     root = getattr(model, "model", model)
     replaced, float_bytes, int8_bytes = 0, 0, 0
     for name, module in list(root.named_modules()):

@@ -263,6 +263,7 @@ class LoadedModel:
     eos: frozenset[int]
     pad_id: int
     info: EngineInfo
+    forward: Any = None  # lean_decoder.LeanDecoder when the lean CPU forward runs the model; None: model's own
 
 
 def load_transformers(settings: InferenceSettings) -> LoadedModel:
@@ -294,18 +295,29 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
     model.eval()
     if device == "cpu" and not on_load:
         model.to(device)
+    lean, lean_reason = _lean_wanted(settings, model, device, plain=not on_load and scheme is None)
     if settings.quantization == "int8":
         from .cpu_int8 import METHOD, quantize_decoder
 
         on_load = METHOD
-        report = quantize_decoder(model, settings.int8_rotation)
+        report = quantize_decoder(model, settings.int8_rotation, fuse=lean)
         rotated = f"; {report.rotation}" if report.rotation else ""
         choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {report.kernel}{rotated}")
+    elif lean:
+        from .lean_decoder import fuse_projections
+
+        fuse_projections(model)
     if device == "cpu":  # its float32 linears (in int8 mode lm_head; bitsandbytes' layers are not nn.Linear)
         from .cpu_linear import choose_and_pack
 
         gemm = choose_and_pack(model, settings.cpu_gemm)
         choice = DtypeChoice(choice.dtype, f"{choice.reason}; {gemm.reason}")
+    forward = None
+    if lean:
+        from .lean_decoder import LeanDecoder
+
+        forward = LeanDecoder(model)
+    choice = DtypeChoice(choice.dtype, f"{choice.reason}; {lean_reason}") if lean_reason else choice
     eos = eos_token_ids(model.generation_config.eos_token_id, tokenizer.eos_token_id)
     max_model_len = context_window(settings.max_model_len,
                                    int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN)))
@@ -320,4 +332,21 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
     log.info("model loaded in %.1f s: max_model_len=%d max_num_seqs=%d", time.perf_counter() - started,
              max_model_len, settings.max_num_seqs)
     return LoadedModel(model, tokenizer, decode_tokenizer, torch.device(device), eos,
-                       pad_token_id(tokenizer.pad_token_id, eos), info)
+                       pad_token_id(tokenizer.pad_token_id, eos), info, forward)
+
+
+def _lean_wanted(settings: InferenceSettings, model: Any, device: str, plain: bool) -> tuple[bool, str]:
+    """Whether the lean forward (lean_decoder.py) runs this model, and what /version's dtype_reason says of it
+    (`plain`: not quantised by bitsandbytes or a quantised folder)."""
+    if device != "cpu" or not plain or settings.cpu_forward != "lean":
+        return False, ""
+    import torch
+
+    from .lean_decoder import unsupported
+
+    if next(model.parameters()).dtype != torch.float32:
+        return False, "the model's own forward (the lean forward runs float32 models)"
+    reason = unsupported(model)
+    if reason:
+        return False, f"the model's own forward ({reason})"
+    return True, "lean forward (q/k/v and gate/up fused)"

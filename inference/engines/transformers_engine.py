@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from ..settings import InferenceSettings
 from ..types import (EngineInfo, EngineStats, GenerationDelta, GenerationRequest, ParsedToolCalls, StructuredOutput,
@@ -49,6 +50,7 @@ class TransformersEngine(TokenizerMethods):
     def __init__(self, settings: InferenceSettings) -> None:
         self._settings = settings
         self._model: Any = None
+        self._lean: Any = None  # lean_decoder.LeanDecoder, or None: the model's own forward
         self._tokenizer: Any = None  # for the event loop (chat templates, tokenize)
         self._decode_tokenizer: Any = None  # a second instance owned by the engine thread
         self._info: EngineInfo | None = None
@@ -89,7 +91,7 @@ class TransformersEngine(TokenizerMethods):
 
     def _load(self) -> None:
         loaded = load_transformers(self._settings)
-        self._model, self._device = loaded.model, loaded.device
+        self._model, self._device, self._lean = loaded.model, loaded.device, loaded.forward
         self._tokenizer, self._decode_tokenizer = loaded.tokenizer, loaded.decode_tokenizer
         self._eos, self._pad_id = loaded.eos, loaded.pad_id
         self._max_model_len = loaded.info.max_model_len
@@ -265,8 +267,6 @@ class TransformersEngine(TokenizerMethods):
                 free -= 1
         plan = plan_step(self._waiting, self._chunked, free, self._settings.max_prefill_tokens)
         if plan.start is not None:
-            from transformers import DynamicCache
-
             self._chunked = Chunked(plan.start, DynamicCache(config=self._model.config))
         if self._chunked is not None and plan.chunk:
             chunked = self._chunked
@@ -296,13 +296,13 @@ class TransformersEngine(TokenizerMethods):
         return Chunked(seq, cache, done=seq.prefix.length)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+        if self._lean is not None:
+            return self._lean(ids, mask, positions, cache)
         out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                           use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :]
 
     def _prefill(self, seqs: list[SequenceState], outbox: list) -> None:
-        from transformers import DynamicCache
-
         ids, mask, positions = left_padded([s.request.prompt_token_ids for s in seqs], self._pad_id, self._device)
         cache = DynamicCache(config=self._model.config)
         logits = self._forward(ids, mask, positions, cache)

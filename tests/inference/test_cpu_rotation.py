@@ -81,7 +81,7 @@ def test_the_rotated_embedded_model_is_the_same_model_in_float() -> None:
     from inference.engines.loading import load_transformers
     from inference.settings import InferenceSettings
 
-    loaded = load_transformers(InferenceSettings(cpu_gemm="native", warmup=False))
+    loaded = load_transformers(InferenceSettings(cpu_gemm="native", cpu_forward="transformers", warmup=False))
     model, tokenizer = loaded.model, loaded.tokenizer
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.inference_mode():
