@@ -14,7 +14,7 @@ def cpu_int8(args, model, tokenizer, eval_text: str, perplexity: Callable, answe
     from inference.engines.cpu_int8 import quantize_decoder
 
     started = time.perf_counter()
-    report = quantize_decoder(model)
+    report = quantize_decoder(model, head_bf16=True)  # as the server does (rotation: INFERENCE_INT8_ROTATION)
     seconds = time.perf_counter() - started
     ppl_after = perplexity(model, tokenizer, eval_text, label="after")
     answer_after = answer(model, tokenizer, args.question)
@@ -26,7 +26,7 @@ def cpu_int8(args, model, tokenizer, eval_text: str, perplexity: Callable, answe
         "applied_at": "load (INFERENCE_QUANTIZATION=int8); no model is saved",
         "linear_layers": report.layers, "kernel": report.kernel, "rotation": report.rotation,
         "quantize_seconds": round(seconds, 2),
-        "weights": "int8, symmetric, one scale per output channel; lm_head stays float32",
+        "weights": "int8, symmetric, one scale per output channel; lm_head " + (report.head or "float32"),
         "activations": "int8, symmetric, one scale per token, computed at run time",
         "linear_weight_bytes": {"float": report.float_bytes, "int8": report.int8_bytes}}
     return ppl_after, answer_after, extra

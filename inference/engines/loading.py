@@ -300,9 +300,9 @@ def load_transformers(settings: InferenceSettings) -> LoadedModel:
         from .cpu_int8 import METHOD, quantize_decoder
 
         on_load = METHOD
-        report = quantize_decoder(model, settings.int8_rotation, fuse=lean)
-        rotated = f"; {report.rotation}" if report.rotation else ""
-        choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {report.kernel}{rotated}")
+        report = quantize_decoder(model, settings.int8_rotation, fuse=lean, head_bf16=True)
+        extra = "".join(f"; {part}" for part in (report.rotation, report.head) if part)
+        choice = DtypeChoice(choice.dtype, f"{choice.reason}; int8 linear layers: {report.kernel}{extra}")
     elif lean:
         from .lean_decoder import fuse_projections
 

@@ -27,6 +27,46 @@ def test_packed_linear_equals_f_linear(shape: tuple[int, ...], bias: bool) -> No
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def _bf16_works() -> bool:
+    try:
+        PackedLinear(torch.nn.Linear(8, 8), torch.bfloat16)(torch.randn(1, 8))
+        return True
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(not _bf16_works(), reason="no bfloat16 oneDNN linear on this CPU")
+def test_a_bfloat16_packed_layer_takes_and_gives_float32() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    packed = PackedLinear(linear, torch.bfloat16)
+    x = torch.randn(3, 1, 96)
+    with torch.inference_mode():
+        got, expected = packed(x), linear(x)
+    assert got.dtype == torch.float32 and "bfloat16" in repr(packed)
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+
+
+def test_the_int8_mode_s_head_is_bfloat16_only_where_that_is_faster_and_close() -> None:
+    torch.manual_seed(0)
+    model = Tiny()
+    model.lm_head = torch.nn.Linear(576, 4096, bias=False)
+    model.model = torch.nn.Sequential(torch.nn.Linear(16, 576))
+    x = torch.randn(2, 16)
+    with torch.inference_mode():
+        expected = model(x)
+        said = cpu_linear.bf16_head(model)
+        got = model(x)
+    if said is None:  # bfloat16 not faster (or absent) on this CPU: the head is as it was
+        assert type(model.lm_head) is torch.nn.Linear
+        torch.testing.assert_close(got, expected)
+    else:
+        assert "bfloat16" in said and model.lm_head.dtype == torch.bfloat16
+        torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+    model.lm_head = torch.nn.Linear(576, 64, bias=False).to(torch.bfloat16)
+    assert cpu_linear.bf16_head(model) is None  # only a float32 head is touched
+
+
 class Tiny(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
