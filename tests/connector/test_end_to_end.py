@@ -206,6 +206,9 @@ def test_redis_down_and_back(emulator, app, inference, log_dir, tmp_path) -> Non
         redis.stop()
         send(emulator, app[0], "Still there?", user="ivan")
         finalized(emulator, sent["conversationId"], 2)  # answered without history
+        # the turn is stored after the card is finished: wait until that write has been tried (and failed), or a
+        # Redis restarted meanwhile would take it and the context below would hold two turns
+        wait_for(lambda: httpx.get(proc.url + "/health").json()["in_flight"] == 0)
         assert httpx.get(proc.url + "/health").json()["redis"] == "down"
         assert scrape(proc.url)['connector_errors_total{kind="redis"}'] >= 1
         redis.start()
